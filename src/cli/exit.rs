@@ -1,0 +1,25 @@
+//! Exit codes, defined once and listed in `--help`.
+
+use std::process::ExitCode;
+
+/// Everything asked was done.
+pub const OK: u8 = 0;
+/// regsaga could not do what was asked: bad configuration, a store it
+/// cannot open, an unreadable input file. The message says which.
+pub const ERROR: u8 = 1;
+/// The command line itself was wrong (clap reports it).
+pub const USAGE: u8 = 2;
+/// Some input records were rejected; every other record was processed.
+pub const REJECTED: u8 = 3;
+
+/// The help text's section on exit codes.
+pub const HELP: &str = "\
+Exit codes:
+  0  success
+  1  error (configuration, store, input file); the message says what to do
+  2  invalid command line
+  3  some input records were rejected; all others were processed";
+
+pub fn code(value: u8) -> ExitCode {
+    ExitCode::from(value)
+}

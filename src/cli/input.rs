@@ -1,0 +1,174 @@
+//! Reading registrations from NDJSON or a JSON array, from a file or stdin.
+//!
+//! Accepted on purpose: a UTF-8 byte-order mark at the start, CRLF line
+//! endings, empty lines (skipped), and fields regsaga does not know
+//! (ignored). A record that is not valid JSON, or breaks a validation
+//! rule, is rejected with its position and the field; the others go on.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::Path;
+
+use anyhow::Context;
+use regsaga::{Registration, RegistrationInput};
+
+/// The longest accepted record, in bytes.
+pub const MAX_RECORD_BYTES: usize = 64 * 1024;
+
+/// A record that was not accepted.
+#[derive(Debug)]
+pub struct Rejected {
+    /// `line N` (NDJSON) or `record N` (JSON array, 1-based).
+    pub position: String,
+    pub reason: String,
+    /// The record's raw text, for a rejects file that can be fixed.
+    pub raw: String,
+}
+
+/// One record's position (1-based) and what came of it.
+pub type Item = (usize, Result<Registration, Rejected>);
+
+/// Reads all records lazily.
+pub struct Records {
+    inner: Box<dyn Iterator<Item = Item> + Send>,
+}
+
+impl Iterator for Records {
+    type Item = Item;
+
+    fn next(&mut self) -> Option<Item> {
+        self.inner.next()
+    }
+}
+
+/// Opens `path` (`-` for stdin) and detects its format from its first
+/// non-blank byte: `[` means a JSON array, anything else NDJSON.
+pub fn open(path: &Path) -> anyhow::Result<Records> {
+    let reader: Box<dyn Read + Send> = if path == Path::new("-") {
+        Box::new(io::stdin())
+    } else {
+        let file = File::open(path)
+            .with_context(|| format!("could not open the input file {}", path.display()))?;
+        Box::new(file)
+    };
+    let mut reader = BufReader::new(reader);
+    skip_bom(&mut reader)?;
+
+    let is_array = loop {
+        let buf = reader.fill_buf().context("could not read the input")?;
+        match buf.iter().position(|b| !b.is_ascii_whitespace()) {
+            Some(i) => {
+                let first = buf[i];
+                reader.consume(i);
+                break first == b'[';
+            }
+            None if buf.is_empty() => break false,
+            None => {
+                let n = buf.len();
+                reader.consume(n);
+            }
+        }
+    };
+
+    let inner: Box<dyn Iterator<Item = Item> + Send> = if is_array {
+        Box::new(array(reader)?.into_iter())
+    } else {
+        Box::new(ndjson(reader))
+    };
+    Ok(Records { inner })
+}
+
+fn skip_bom(reader: &mut impl BufRead) -> anyhow::Result<()> {
+    let buf = reader.fill_buf().context("could not read the input")?;
+    if buf.starts_with(b"\xEF\xBB\xBF") {
+        reader.consume(3);
+    }
+    Ok(())
+}
+
+fn ndjson(reader: impl BufRead + Send + 'static) -> impl Iterator<Item = Item> + Send {
+    let mut lines = reader.split(b'\n').enumerate();
+    std::iter::from_fn(move || loop {
+        let (index, line) = lines.next()?;
+        let number = index + 1;
+        let position = format!("line {number}");
+        let mut bytes = match line {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                return Some((
+                    number,
+                    Err(reject(position, format!("unreadable: {e}"), "")),
+                ))
+            }
+        };
+        if bytes.last() == Some(&b'\r') {
+            bytes.pop();
+        }
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        return Some((number, parse(position, &bytes)));
+    })
+}
+
+fn array(reader: impl Read) -> anyhow::Result<Vec<Item>> {
+    let values: Vec<serde_json::Value> = serde_json::from_reader(reader)
+        .context("the input starts with '[' but is not a valid JSON array")?;
+    Ok(values
+        .into_iter()
+        .enumerate()
+        .map(|(index, value)| {
+            let number = index + 1;
+            let position = format!("record {number}");
+            let raw = value.to_string();
+            (number, parse(position, raw.as_bytes()))
+        })
+        .collect())
+}
+
+fn parse(position: String, bytes: &[u8]) -> Result<Registration, Rejected> {
+    let raw = String::from_utf8_lossy(bytes).into_owned();
+    if bytes.len() > MAX_RECORD_BYTES {
+        let reason = format!("record is longer than {MAX_RECORD_BYTES} bytes");
+        return Err(reject(position, reason, ""));
+    }
+    let value: serde_json::Value = match serde_json::from_slice(bytes) {
+        Ok(value) => value,
+        Err(e) => return Err(reject(position, format!("not valid JSON ({e})"), &raw)),
+    };
+    if !value.is_object() {
+        return Err(reject(
+            position,
+            "a record must be a JSON object".into(),
+            &raw,
+        ));
+    }
+
+    let input: RegistrationInput = match serde_path_to_error::deserialize(value) {
+        Ok(input) => input,
+        Err(e) => {
+            let reason = format!("{}: {}", e.path(), wrong_type(&e.inner().to_string()));
+            return Err(reject(position, reason, &raw));
+        }
+    };
+    input
+        .validate()
+        .map_err(|invalid| reject(position, invalid.to_string(), &raw))
+}
+
+/// serde's message repeats the offending value ("invalid type: string
+/// \"4111…\", expected a boolean"); keep only what was expected.
+fn wrong_type(message: &str) -> String {
+    match message.split_once(", expected ") {
+        Some((_, expected)) => format!("has the wrong type (expected {expected})"),
+        None => "has the wrong type".to_owned(),
+    }
+}
+
+fn reject(position: String, reason: String, raw: &str) -> Rejected {
+    Rejected {
+        position,
+        reason,
+        raw: raw.to_owned(),
+    }
+}

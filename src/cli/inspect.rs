@@ -1,0 +1,198 @@
+//! `regsaga inspect list|show`: read-only views of a store.
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use comfy_table::{presets, Table};
+use regsaga::store::Durability;
+use regsaga::view::{SagaDetail, SagaRow};
+use regsaga::{Saga, SagaId, SledStore, Store};
+
+use super::{exit, StoreArgs};
+
+#[derive(Subcommand)]
+pub enum InspectCommand {
+    /// One row per saga, oldest first.
+    List(ListArgs),
+    /// One saga in full: state, result and every attempt of every step.
+    Show(ShowArgs),
+}
+
+#[derive(Args)]
+pub struct ListArgs {
+    /// Only sagas with this status (Completed, CompletedWithErrors,
+    /// Failed, Running, Retrying, InFlight).
+    #[arg(long)]
+    status: Option<String>,
+
+    /// At most this many rows.
+    #[arg(long)]
+    limit: Option<usize>,
+
+    /// JSON lines instead of a table.
+    #[arg(long)]
+    json: bool,
+
+    #[command(flatten)]
+    store: StoreArgs,
+}
+
+#[derive(Args)]
+pub struct ShowArgs {
+    /// A saga id, or the e-mail it was registered with.
+    id: String,
+
+    /// JSON instead of text.
+    #[arg(long)]
+    json: bool,
+
+    #[command(flatten)]
+    store: StoreArgs,
+}
+
+pub fn inspect(command: InspectCommand) -> anyhow::Result<u8> {
+    match command {
+        InspectCommand::List(args) => list(args),
+        InspectCommand::Show(args) => show(args),
+    }
+}
+
+fn open(args: &StoreArgs) -> anyhow::Result<SledStore> {
+    let config = args.load_config()?;
+    let path = args.store_path(&config);
+    // Inspection only reads; nothing is committed, so no fsync is needed.
+    Ok(SledStore::open_existing(&path, Durability::Process)?)
+}
+
+fn list(args: ListArgs) -> anyhow::Result<u8> {
+    let store = open(&args.store)?;
+    let mut rows = Vec::new();
+    for id in store.ids()? {
+        let Some(saga) = store.load(id)? else {
+            continue;
+        };
+        let row = SagaRow::from(&saga);
+        if args
+            .status
+            .as_ref()
+            .is_some_and(|s| !s.eq_ignore_ascii_case(&row.status))
+        {
+            continue;
+        }
+        rows.push(row);
+        if args.limit.is_some_and(|limit| rows.len() >= limit) {
+            break;
+        }
+    }
+
+    if args.json {
+        for row in &rows {
+            println!("{}", serde_json::to_string(row)?);
+        }
+        return Ok(exit::OK);
+    }
+    let mut table = Table::new();
+    table.load_preset(presets::NOTHING).set_header([
+        "SAGA", "E-MAIL", "STATUS", "STEP", "ATTEMPTS", "NEXT DUE", "UPDATED",
+    ]);
+    for row in rows {
+        table.add_row([
+            row.saga_id,
+            row.email,
+            row.status,
+            row.step.unwrap_or_else(|| "-".into()),
+            row.attempts.to_string(),
+            row.next_attempt_due.unwrap_or_else(|| "-".into()),
+            row.updated_at,
+        ]);
+    }
+    println!("{table}");
+    Ok(exit::OK)
+}
+
+fn show(args: ShowArgs) -> anyhow::Result<u8> {
+    let store = open(&args.store)?;
+    let saga = find(&store, &args.id)?;
+    let detail = SagaDetail::from(&saga);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&detail)?);
+    } else {
+        print!("{}", render(&detail));
+    }
+    Ok(exit::OK)
+}
+
+fn find(store: &SledStore, key: &str) -> anyhow::Result<Saga> {
+    let id = match key.parse::<SagaId>() {
+        Ok(id) => id,
+        Err(_) => {
+            let email = regsaga::registration::normalize_email(key)
+                .with_context(|| format!("{key:?} is neither a saga id nor an e-mail address"))?;
+            store.find_by_email(&email)?.with_context(|| {
+                format!("no saga for e-mail {email}; `regsaga inspect list` shows them all")
+            })?
+        }
+    };
+    store.load(id)?.with_context(|| {
+        format!("no saga {id} in the store; `regsaga inspect list` shows them all")
+    })
+}
+
+fn render(d: &SagaDetail) -> String {
+    use std::fmt::Write;
+
+    let mut s = String::new();
+    let _ = writeln!(s, "saga         {}", d.saga_id);
+    let _ = writeln!(s, "correlation  {}", d.correlation_id);
+    let _ = writeln!(s, "e-mail       {}", d.email);
+    let _ = writeln!(s, "status       {}", d.status);
+    let _ = writeln!(s, "created      {}", d.created_at);
+    let _ = writeln!(s, "updated      {}", d.updated_at);
+    if let Some(w) = &d.waiting {
+        let due = w.due.as_deref().unwrap_or("now");
+        let _ = writeln!(
+            s,
+            "waiting      {} ({}, due {due}, {} attempts made)",
+            w.step, w.reason, w.attempts_made
+        );
+    }
+    let r = &d.result;
+    let _ = writeln!(s, "user id      {}", r.user_id.as_deref().unwrap_or("-"));
+    let _ = writeln!(
+        s,
+        "payment      {}",
+        if r.payment_processed {
+            "processed"
+        } else {
+            "no"
+        }
+    );
+    for n in &r.notifications_sent {
+        let _ = writeln!(s, "notification {} {}", n.notification_id, n.status);
+    }
+    for e in &r.errors {
+        let _ = writeln!(s, "error        {e}");
+    }
+
+    for step in &d.steps {
+        let _ = writeln!(
+            s,
+            "\n{} ({}, key {})",
+            step.step, step.service, step.idempotency_key
+        );
+        for a in &step.attempts {
+            let took = a.duration_ms.map_or("-".into(), |ms| format!("{ms} ms"));
+            let _ = write!(s, "  #{} {} {} {took}", a.number, a.started_at, a.outcome);
+            if let Some(status) = a.http_status {
+                let _ = write!(s, " HTTP {status}");
+            }
+            if let Some(message) = &a.message {
+                let _ = write!(s, ": {message}");
+            }
+            if let Some(due) = &a.next_due {
+                let _ = write!(s, "; next attempt at {due}");
+            }
+            let _ = writeln!(s);
+        }
+    }
+    s
+}

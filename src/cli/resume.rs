@@ -1,0 +1,66 @@
+//! `regsaga resume`: drive every unfinished saga to its end.
+//!
+//! With nothing unfinished it says so and calls no service; otherwise it
+//! prints each resumed saga's result as NDJSON on stdout.
+
+use std::io::Write;
+
+use anyhow::Context;
+use clap::Args;
+use regsaga::{RegistrationResult, SledStore, Store};
+
+use super::{exit, start, ServiceArgs, StoreArgs};
+
+#[derive(Args)]
+pub struct ResumeArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+
+    #[command(flatten)]
+    services: ServiceArgs,
+}
+
+pub async fn resume(args: ResumeArgs) -> anyhow::Result<u8> {
+    let config = args.store.load_config()?;
+    let path = args.store.store_path(&config);
+
+    // Look before starting anything: a store with nothing to do must not
+    // cause a single request.
+    {
+        let store = SledStore::open_existing(&path, config.store.durability)?;
+        let unfinished = store.unfinished()?;
+        let pending = unfinished
+            .into_iter()
+            .filter_map(|id| store.load(id).transpose())
+            .filter(|saga| saga.as_ref().map_or(true, |s| !s.state.is_finished()))
+            .count();
+        if pending == 0 {
+            eprintln!(
+                "regsaga: nothing to resume: every saga in {} is finished",
+                path.display()
+            );
+            return Ok(exit::OK);
+        }
+    }
+
+    let running = start(&args.store, &args.services, &config).await?;
+    let finished = running.engine.resume().await?;
+    let remaining = running.engine.store().unfinished()?.len();
+    running.shutdown().await;
+
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    for saga in &finished {
+        serde_json::to_writer(&mut out, &RegistrationResult::from(saga))
+            .context("could not write results to stdout")?;
+        writeln!(out).context("could not write results to stdout")?;
+    }
+    out.flush().context("could not write results to stdout")?;
+
+    eprintln!("regsaga: resumed {} sagas", finished.len());
+    if remaining > 0 {
+        eprintln!("regsaga: {remaining} sagas could not be resumed; see the warnings above");
+        return Ok(exit::ERROR);
+    }
+    Ok(exit::OK)
+}

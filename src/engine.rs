@@ -1,0 +1,377 @@
+//! The runner: drives sagas from state to state, persisting before acting.
+//!
+//! For each attempt the engine
+//!
+//! 1. applies [`Event::Begin`], which appends a pending attempt to the
+//!    history and moves the saga to `InFlight`;
+//! 2. saves the saga and waits until the store says it is durable;
+//! 3. sends the request, cut off at the policy's attempt timeout;
+//! 4. applies [`Event::Ended`] with the result, which records the outcome
+//!    and picks the next state: the next step, a retry at a due time, or
+//!    the end;
+//! 5. saves again, durably, before anything else happens.
+//!
+//! Waits between attempts are `tokio` timers: a waiting saga holds no
+//! thread and no concurrency permit. A saga is driven by at most one task
+//! of this process at a time.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tracing::{debug, warn};
+
+use crate::registration::Registration;
+use crate::retry::Policies;
+use crate::saga::transition::{self, apply, Effect, Event};
+use crate::saga::{self, AttemptOutcome, Saga, SagaId, State, Step};
+use crate::services::{self, CallError, ErrorKind, Services};
+use crate::store::{self, Created, Store};
+
+/// Concurrency used when none is given.
+pub const DEFAULT_CONCURRENCY: usize = 64;
+
+/// How an engine runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub policies: Policies,
+    /// Attempts in flight at once, across all sagas.
+    pub concurrency: usize,
+    /// Seeds the retry jitter, for reproducible runs; random if `None`.
+    pub jitter_seed: Option<u64>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            policies: Policies::default(),
+            concurrency: DEFAULT_CONCURRENCY,
+            jitter_seed: None,
+        }
+    }
+}
+
+/// Errors of the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Store(#[from] store::Error),
+
+    #[error(transparent)]
+    Transition(#[from] transition::Error),
+
+    #[error(transparent)]
+    Policy(#[from] crate::retry::Error),
+
+    #[error(
+        "{email} is already registered (saga {existing}) with different details; \
+         registrations are keyed by e-mail, so change the e-mail or inspect that saga"
+    )]
+    Conflict { email: String, existing: SagaId },
+
+    #[error("no saga {0} in the store")]
+    NotFound(SagaId),
+}
+
+/// What [`Engine::submit`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Submitted {
+    pub id: SagaId,
+    /// The same registration was submitted before: this is its saga, and
+    /// nothing new was written.
+    pub existing: bool,
+}
+
+/// Runs registration sagas over a store and a set of services.
+///
+/// Cheap to clone: clones share the store, the services and the limits.
+pub struct Engine<S, X> {
+    inner: Arc<Inner<S, X>>,
+}
+
+impl<S, X> Clone for Engine<S, X> {
+    fn clone(&self) -> Self {
+        Engine {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+struct Inner<S, X> {
+    store: S,
+    services: X,
+    policies: Policies,
+    permits: Semaphore,
+    owners: Mutex<HashMap<SagaId, Arc<tokio::sync::Mutex<()>>>>,
+    rng: Mutex<SmallRng>,
+}
+
+impl<S: Store, X: Services> Engine<S, X> {
+    /// An engine over `store` and `services`.
+    ///
+    /// # Errors
+    ///
+    /// A retry policy that cannot work.
+    pub fn new(store: S, services: X, options: Options) -> Result<Self, Error> {
+        options.policies.validate()?;
+        let rng = match options.jitter_seed {
+            Some(seed) => SmallRng::seed_from_u64(seed),
+            None => SmallRng::from_os_rng(),
+        };
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                store,
+                services,
+                policies: options.policies,
+                permits: Semaphore::new(options.concurrency.max(1)),
+                owners: Mutex::new(HashMap::new()),
+                rng: Mutex::new(rng),
+            }),
+        })
+    }
+
+    pub fn store(&self) -> &S {
+        &self.inner.store
+    }
+
+    pub fn services(&self) -> &X {
+        &self.inner.services
+    }
+
+    /// Creates the saga of a registration and returns once it is durable.
+    ///
+    /// Submitting the same registration again returns its existing saga.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Conflict`] if the e-mail is taken by a registration with
+    /// other details; store errors.
+    pub async fn submit(&self, registration: Registration) -> Result<Submitted, Error> {
+        let saga = Saga::new(registration, saga::now());
+        match self.inner.store.create(&saga).await? {
+            Created::New => {
+                debug!(saga.id = %saga.id, correlation_id = %saga.correlation_id, "saga created");
+                Ok(Submitted {
+                    id: saga.id,
+                    existing: false,
+                })
+            }
+            Created::Existing(id) => {
+                let existing = self.inner.store.load(id)?.ok_or(Error::NotFound(id))?;
+                if existing.registration != saga.registration {
+                    return Err(Error::Conflict {
+                        email: saga.registration.email,
+                        existing: id,
+                    });
+                }
+                Ok(Submitted { id, existing: true })
+            }
+        }
+    }
+
+    /// Submits a registration and drives it to its end.
+    ///
+    /// # Errors
+    ///
+    /// As [`Engine::submit`] and [`Engine::run`].
+    pub async fn register(&self, registration: Registration) -> Result<Saga, Error> {
+        let submitted = self.submit(registration).await?;
+        self.run(submitted.id).await
+    }
+
+    /// Drives one saga until it is finished and returns its final record.
+    /// A finished saga is returned as it is, without calling anything.
+    ///
+    /// # Errors
+    ///
+    /// The saga does not exist, or the store failed. The saga stays
+    /// resumable: everything up to the failure is durable.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future may abandon an attempt in flight. Its record
+    /// stays `InFlight` in the store, and the next run treats it as
+    /// interrupted and retries it with the same idempotency key.
+    pub async fn run(&self, id: SagaId) -> Result<Saga, Error> {
+        let owner = self.owner(id);
+        let result = {
+            let _guard = owner.lock().await;
+            match self.inner.store.load(id)? {
+                Some(saga) => self.drive(saga).await,
+                None => Err(Error::NotFound(id)),
+            }
+        };
+        self.release(id, owner);
+        result
+    }
+
+    /// Drives every unfinished saga in the store to its end, concurrently,
+    /// and returns their final records in no particular order.
+    ///
+    /// # Errors
+    ///
+    /// The store could not list its sagas. A saga that fails on its own
+    /// is logged and left resumable; the others go on.
+    pub async fn resume(&self) -> Result<Vec<Saga>, Error>
+    where
+        S: 'static,
+        X: 'static,
+    {
+        let mut tasks = JoinSet::new();
+        for id in self.inner.store.unfinished()? {
+            let engine = self.clone();
+            tasks.spawn(async move { (id, engine.run(id).await) });
+        }
+
+        let mut finished = Vec::new();
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok((_, Ok(saga))) => finished.push(saga),
+                Ok((id, Err(error))) => warn!(saga.id = %id, %error, "saga not resumed"),
+                Err(error) => warn!(%error, "resume task failed"),
+            }
+        }
+        Ok(finished)
+    }
+
+    /// The per-saga lock that keeps two tasks from driving one saga.
+    fn owner(&self, id: SagaId) -> Arc<tokio::sync::Mutex<()>> {
+        let mut owners = lock(&self.inner.owners);
+        Arc::clone(owners.entry(id).or_default())
+    }
+
+    fn release(&self, id: SagaId, owner: Arc<tokio::sync::Mutex<()>>) {
+        let mut owners = lock(&self.inner.owners);
+        // Two references: the map's and ours. More means another waiter.
+        if Arc::strong_count(&owner) == 2 {
+            owners.remove(&id);
+        }
+    }
+
+    async fn drive(&self, mut saga: Saga) -> Result<Saga, Error> {
+        if let State::InFlight { step, attempt, .. } = saga.state {
+            warn!(
+                saga.id = %saga.id, correlation_id = %saga.correlation_id,
+                step = step.name(), attempt, "attempt interrupted by a restart; retrying"
+            );
+            let event = Event::Recovered {
+                now: saga::now(),
+                jitter: self.jitter(),
+            };
+            apply(&mut saga, event, &self.inner.policies)?;
+            self.inner.store.save(&saga).await?;
+        }
+
+        loop {
+            let (step, due) = match &saga.state {
+                State::Finished(_) => return Ok(saga),
+                State::Ready { step, due } => (*step, *due),
+                State::InFlight { .. } => {
+                    // `attempt` always records an outcome before returning.
+                    return Err(mismatch(&saga, "drive"));
+                }
+            };
+            if let Some(due) = due {
+                self.wait_until(&saga, step, due).await;
+            }
+            self.attempt(&mut saga).await?;
+        }
+    }
+
+    /// Sleeps until `due`. A due time read back from the store may come
+    /// from a clock that has since been set back, so the wait is capped at
+    /// what the policy could have asked for.
+    async fn wait_until(&self, saga: &Saga, step: Step, due: DateTime<Utc>) {
+        let policy = self.inner.policies.for_class(step.class());
+        let asked = saga
+            .history
+            .last()
+            .and_then(|a| match a.outcome {
+                AttemptOutcome::Failed { retry_after_ms, .. } => retry_after_ms,
+                _ => None,
+            })
+            .map(Duration::from_millis)
+            .unwrap_or_default();
+        let cap = policy.max_interval.max(asked);
+        let wait = (due - saga::now()).to_std().unwrap_or_default().min(cap);
+
+        debug!(saga.id = %saga.id, step = step.name(), wait_ms = wait.as_millis() as u64,
+               "waiting before retry");
+        tokio::time::sleep(wait).await;
+    }
+
+    /// Runs one attempt of the current step: persist, call, persist.
+    async fn attempt(&self, saga: &mut Saga) -> Result<(), Error> {
+        let inner = &*self.inner;
+        let _permit = inner.permits.acquire().await;
+
+        let effect = apply(saga, Event::Begin { now: saga::now() }, &inner.policies)?;
+        let Effect::Call(call) = effect else {
+            return Err(mismatch(saga, "begin"));
+        };
+        // Durable before the request leaves: a crash from here on finds
+        // the attempt recorded and retries it with the same key.
+        inner.store.save(saga).await?;
+
+        let policy = inner.policies.for_class(call.step.class());
+        debug!(saga.id = %saga.id, correlation_id = %call.correlation_id,
+               step = call.step.name(), attempt = call.attempt, "attempt started");
+        let result = tokio::time::timeout(policy.attempt_timeout, inner.services.perform(&call))
+            .await
+            .unwrap_or_else(|_| Err(timed_out(call.step)));
+        log_result(saga, &call, &result);
+
+        let event = Event::Ended {
+            now: saga::now(),
+            result,
+            jitter: self.jitter(),
+        };
+        apply(saga, event, &inner.policies)?;
+        inner.store.save(saga).await?;
+        Ok(())
+    }
+
+    fn jitter(&self) -> f64 {
+        lock(&self.inner.rng).random::<f64>()
+    }
+}
+
+fn timed_out(step: Step) -> CallError {
+    CallError::new(
+        ErrorKind::Timeout,
+        format!("{} timeout", services::title(step.service())),
+    )
+}
+
+fn log_result(
+    saga: &Saga,
+    call: &services::Call,
+    result: &Result<services::StepOutput, CallError>,
+) {
+    match result {
+        Ok(_) => debug!(saga.id = %saga.id, correlation_id = %call.correlation_id,
+                        step = call.step.name(), attempt = call.attempt, "attempt succeeded"),
+        Err(e) => debug!(saga.id = %saga.id, correlation_id = %call.correlation_id,
+                         step = call.step.name(), attempt = call.attempt,
+                         error.kind = %e.kind, reason = %e.reason, "attempt failed"),
+    }
+}
+
+fn mismatch(saga: &Saga, event: &'static str) -> Error {
+    Error::Transition(transition::Error {
+        saga: saga.id.to_string(),
+        event,
+        state: saga.state.label(),
+    })
+}
+
+/// Locks a std mutex, recovering from poisoning: the data behind these
+/// locks (a map of owners, an rng) stays valid whatever panicked.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}

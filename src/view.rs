@@ -1,0 +1,199 @@
+//! Read-only views of a saga for inspection: a list row and a full detail.
+//!
+//! These are the JSON shapes of `regsaga inspect list --json` and
+//! `regsaga inspect show --json` (see `docs/FORMATS.md`). Times are
+//! RFC 3339 in UTC, durations in milliseconds.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+
+use crate::result::RegistrationResult;
+use crate::saga::{Attempt, AttemptOutcome, Saga, State, Step};
+
+/// One saga in a listing.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SagaRow {
+    pub saga_id: String,
+    pub email: String,
+    pub status: String,
+    /// The current step; `null` once finished.
+    pub step: Option<String>,
+    /// Attempts of all steps so far.
+    pub attempts: usize,
+    pub next_attempt_due: Option<String>,
+    pub updated_at: String,
+}
+
+/// Everything known about one saga.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SagaDetail {
+    pub saga_id: String,
+    pub correlation_id: String,
+    pub email: String,
+    pub status: String,
+    pub created_at: String,
+    pub updated_at: String,
+    /// What the saga waits for, unless finished.
+    pub waiting: Option<Waiting>,
+    pub result: RegistrationResult,
+    /// Steps in the order they ran, each with every attempt.
+    pub steps: Vec<StepView>,
+}
+
+/// The current step of an unfinished saga.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Waiting {
+    pub step: String,
+    /// `due` (a retry time), `now` or `in-flight`.
+    pub reason: String,
+    pub due: Option<String>,
+    pub attempts_made: u32,
+}
+
+/// One step and its attempts.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StepView {
+    pub step: String,
+    pub service: String,
+    pub idempotency_key: String,
+    pub attempts: Vec<AttemptView>,
+}
+
+/// One attempt.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttemptView {
+    pub number: u32,
+    pub started_at: String,
+    pub ended_at: Option<String>,
+    pub duration_ms: Option<u64>,
+    /// `pending`, `succeeded`, `failed` or `interrupted`.
+    pub outcome: String,
+    pub error_kind: Option<String>,
+    pub http_status: Option<u16>,
+    pub message: Option<String>,
+    pub retry_after_ms: Option<u64>,
+    pub next_due: Option<String>,
+}
+
+pub fn time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+impl From<&Saga> for SagaRow {
+    fn from(saga: &Saga) -> Self {
+        let due = match &saga.state {
+            State::Ready { due, .. } => due.map(time),
+            State::InFlight { .. } | State::Finished(_) => None,
+        };
+        SagaRow {
+            saga_id: saga.id.to_string(),
+            email: saga.registration.email.clone(),
+            status: saga.state.label().to_owned(),
+            step: saga.state.step().map(|s| s.name().to_owned()),
+            attempts: saga.history.len(),
+            next_attempt_due: due,
+            updated_at: time(saga.updated_at),
+        }
+    }
+}
+
+impl From<&Saga> for SagaDetail {
+    fn from(saga: &Saga) -> Self {
+        SagaDetail {
+            saga_id: saga.id.to_string(),
+            correlation_id: saga.correlation_id.to_string(),
+            email: saga.registration.email.clone(),
+            status: saga.state.label().to_owned(),
+            created_at: time(saga.created_at),
+            updated_at: time(saga.updated_at),
+            waiting: waiting(saga),
+            result: RegistrationResult::from(saga),
+            steps: steps(saga),
+        }
+    }
+}
+
+fn waiting(saga: &Saga) -> Option<Waiting> {
+    let (step, reason, due) = match &saga.state {
+        State::Finished(_) => return None,
+        State::Ready {
+            step,
+            due: Some(due),
+        } => (*step, "due", Some(time(*due))),
+        State::Ready { step, due: None } => (*step, "now", None),
+        State::InFlight { step, .. } => (*step, "in-flight", None),
+    };
+    Some(Waiting {
+        step: step.name().to_owned(),
+        reason: reason.to_owned(),
+        due,
+        attempts_made: saga.attempts(step),
+    })
+}
+
+fn steps(saga: &Saga) -> Vec<StepView> {
+    let mut order: Vec<Step> = Vec::new();
+    for attempt in &saga.history {
+        if !order.contains(&attempt.step) {
+            order.push(attempt.step);
+        }
+    }
+    order
+        .into_iter()
+        .map(|step| StepView {
+            step: step.name().to_owned(),
+            service: step.service().to_owned(),
+            idempotency_key: saga.idempotency_key(step),
+            attempts: saga
+                .history
+                .iter()
+                .filter(|a| a.step == step)
+                .map(AttemptView::from)
+                .collect(),
+        })
+        .collect()
+}
+
+impl From<&Attempt> for AttemptView {
+    fn from(a: &Attempt) -> Self {
+        let (error_kind, http_status, message, retry_after_ms) = match &a.outcome {
+            AttemptOutcome::Failed {
+                kind,
+                http_status,
+                message,
+                retry_after_ms,
+            } => (
+                Some(kind.to_string()),
+                *http_status,
+                Some(message.clone()),
+                *retry_after_ms,
+            ),
+            AttemptOutcome::Interrupted => (
+                Some("interrupted".to_owned()),
+                None,
+                Some("the process stopped during this attempt".to_owned()),
+                None,
+            ),
+            AttemptOutcome::Pending | AttemptOutcome::Succeeded => (None, None, None, None),
+        };
+        AttemptView {
+            number: a.number,
+            started_at: time(a.started_at),
+            ended_at: a.ended_at.map(time),
+            duration_ms: a
+                .duration()
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            outcome: a.outcome.label().to_owned(),
+            error_kind,
+            http_status,
+            message,
+            retry_after_ms,
+            next_due: a.next_due.map(time),
+        }
+    }
+}
