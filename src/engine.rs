@@ -24,7 +24,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::registration::Registration;
 use crate::retry::Policies;
@@ -222,8 +222,12 @@ impl<S: Store, X: Services> Engine<S, X> {
         S: 'static,
         X: 'static,
     {
+        let unfinished = self.inner.store.unfinished()?;
+        if !unfinished.is_empty() {
+            info!(sagas = unfinished.len(), "resuming unfinished sagas");
+        }
         let mut tasks = JoinSet::new();
-        for id in self.inner.store.unfinished()? {
+        for id in unfinished {
             let engine = self.clone();
             tasks.spawn(async move { (id, engine.run(id).await) });
         }
@@ -255,9 +259,9 @@ impl<S: Store, X: Services> Engine<S, X> {
 
     async fn drive(&self, mut saga: Saga) -> Result<Saga, Error> {
         if let State::InFlight { step, attempt, .. } = saga.state {
-            warn!(
+            debug!(
                 saga.id = %saga.id, correlation_id = %saga.correlation_id,
-                step = step.name(), attempt, "attempt interrupted by a restart; retrying"
+                step = step.name(), attempt, "attempt interrupted by a restart"
             );
             let event = Event::Recovered {
                 now: saga::now(),
