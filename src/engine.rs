@@ -24,7 +24,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use crate::registration::Registration;
 use crate::retry::Policies;
@@ -224,7 +224,7 @@ impl<S: Store, X: Services> Engine<S, X> {
     {
         let unfinished = self.inner.store.unfinished()?;
         if !unfinished.is_empty() {
-            info!(sagas = unfinished.len(), "resuming unfinished sagas");
+            debug!(sagas = unfinished.len(), "resuming unfinished sagas");
         }
         let mut tasks = JoinSet::new();
         for id in unfinished {
