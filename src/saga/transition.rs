@@ -443,3 +443,225 @@ fn add_saturating(now: DateTime<Utc>, wait: std::time::Duration) -> DateTime<Utc
         .and_then(|d| now.checked_add_signed(d))
         .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registration::RegistrationInput;
+
+    fn saga(json: &str) -> Saga {
+        let input: RegistrationInput = serde_json::from_str(json).unwrap();
+        Saga::new(input.validate().unwrap(), crate::saga::now())
+    }
+
+    const FULL: &str = r#"{"email":"a@example.com","fullName":"A","phoneNumber":"+12025550143",
+        "initialPayment":{"amount":1.5,"paymentMethod":"paypal"}}"#;
+    const BARE: &str = r#"{"email":"a@example.com","fullName":"A"}"#;
+
+    fn ok_for(step: Step) -> StepOutput {
+        match step {
+            Step::CreateProfile => StepOutput::ProfileCreated {
+                user_id: "u".into(),
+            },
+            Step::ChargePayment => StepOutput::PaymentCharged {
+                payment_id: "pi".into(),
+            },
+            Step::SendWelcomeEmail | Step::SendPaymentConfirmation | Step::SendSmsVerification => {
+                StepOutput::NotificationSent {
+                    id: "n".into(),
+                    status: "ACCEPTED".into(),
+                }
+            }
+            Step::UpdateProfileStatus => StepOutput::ProfileStatusUpdated,
+            Step::RecordActivity => StepOutput::ActivityRecorded { id: "a".into() },
+        }
+    }
+
+    /// Runs a saga to its end, answering each step with `answer`.
+    fn walk(
+        mut saga: Saga,
+        answer: impl Fn(Step) -> Result<StepOutput, CallError>,
+    ) -> (Saga, Vec<Step>) {
+        let policies = Policies::default();
+        let mut steps = Vec::new();
+        for _ in 0..100 {
+            if saga.state.is_finished() {
+                break;
+            }
+            let now = crate::saga::now();
+            let Effect::Call(call) = apply(&mut saga, Event::Begin { now }, &policies).unwrap()
+            else {
+                panic!("Begin must ask for a call");
+            };
+            steps.push(call.step);
+            let ended = Event::Ended {
+                now,
+                result: answer(call.step),
+                jitter: 0.5,
+            };
+            apply(&mut saga, ended, &policies).unwrap();
+        }
+        (saga, steps)
+    }
+
+    #[test]
+    fn step_order_for_every_kind_of_registration() {
+        use Step::*;
+        let (s, steps) = walk(saga(FULL), |s| Ok(ok_for(s)));
+        assert_eq!(steps, Step::ALL);
+        assert_eq!(s.state, State::Finished(FinalStatus::Completed));
+
+        let (_, steps) = walk(saga(BARE), |s| Ok(ok_for(s)));
+        assert_eq!(
+            steps,
+            [
+                CreateProfile,
+                SendWelcomeEmail,
+                UpdateProfileStatus,
+                RecordActivity
+            ]
+        );
+
+        let declined = |s| match s {
+            ChargePayment => Err(CallError::new(ErrorKind::Declined, "declined")),
+            other => Ok(ok_for(other)),
+        };
+        let (s, steps) = walk(saga(FULL), declined);
+        assert_eq!(
+            steps,
+            [
+                CreateProfile,
+                ChargePayment,
+                SendWelcomeEmail,
+                SendSmsVerification,
+                UpdateProfileStatus,
+                RecordActivity
+            ]
+        );
+        assert_eq!(s.state, State::Finished(FinalStatus::CompletedWithErrors));
+        assert_eq!(s.report.payment, PaymentState::Failed);
+        assert_eq!(s.report.profile_status.as_deref(), Some("PENDING_PAYMENT"));
+    }
+
+    #[test]
+    fn every_step_failing_for_good_is_reported_once() {
+        for failing in Step::ALL {
+            let (s, steps) = walk(saga(FULL), |s| {
+                if s == failing {
+                    Err(CallError::new(ErrorKind::Http(400), "bad request"))
+                } else {
+                    Ok(ok_for(s))
+                }
+            });
+            let errors: Vec<_> = s.report.errors.iter().map(|e| e.step).collect();
+            assert_eq!(errors, [failing], "{failing}");
+            assert_eq!(
+                steps.iter().filter(|s| **s == failing).count(),
+                1,
+                "not retried"
+            );
+            let want = if failing.is_critical() {
+                FinalStatus::Failed
+            } else {
+                FinalStatus::CompletedWithErrors
+            };
+            assert_eq!(s.state, State::Finished(want), "{failing}");
+            assert!(s.report.errors[0]
+                .message
+                .starts_with(failing.failure_prefix()));
+        }
+    }
+
+    #[test]
+    fn retryable_failures_wait_then_give_up_after_max_attempts() {
+        let policies = Policies::default();
+        let mut s = saga(BARE);
+        for attempt in 1..=5 {
+            let now = crate::saga::now();
+            apply(&mut s, Event::Begin { now }, &policies).unwrap();
+            let ended = Event::Ended {
+                now,
+                result: Err(CallError::new(ErrorKind::Http(503), "down")),
+                jitter: 0.999,
+            };
+            let effect = apply(&mut s, ended, &policies).unwrap();
+            if attempt < 5 {
+                assert!(matches!(effect, Effect::Wait(_)), "attempt {attempt}");
+                assert!(matches!(s.state, State::Ready { due: Some(_), .. }));
+            } else {
+                assert_eq!(effect, Effect::Done);
+            }
+        }
+        assert_eq!(s.state, State::Finished(FinalStatus::Failed));
+        assert!(s.report.errors[0]
+            .message
+            .ends_with("(gave up after 5 attempts)"));
+    }
+
+    #[test]
+    fn recovered_in_flight_attempt_counts_and_is_retried() {
+        let policies = Policies::default();
+        let mut s = saga(BARE);
+        let now = crate::saga::now();
+        apply(&mut s, Event::Begin { now }, &policies).unwrap();
+
+        let effect = apply(&mut s, Event::Recovered { now, jitter: 0.0 }, &policies).unwrap();
+
+        assert!(matches!(effect, Effect::Wait(_)));
+        assert_eq!(s.history[0].outcome, AttemptOutcome::Interrupted);
+        assert_eq!(s.attempts(Step::CreateProfile), 1);
+    }
+
+    #[test]
+    fn events_that_do_not_fit_the_state_are_refused_and_change_nothing() {
+        let policies = Policies::default();
+        let now = crate::saga::now();
+        let ended = || Event::Ended {
+            now,
+            result: Ok(ok_for(Step::CreateProfile)),
+            jitter: 0.0,
+        };
+        let recovered = || Event::Recovered { now, jitter: 0.0 };
+
+        let ready = saga(BARE);
+        for event in [ended(), recovered()] {
+            let mut s = ready.clone();
+            assert!(apply(&mut s, event, &policies).is_err());
+            assert_eq!(s, ready);
+        }
+
+        let mut in_flight = saga(BARE);
+        apply(&mut in_flight, Event::Begin { now }, &policies).unwrap();
+        let mut s = in_flight.clone();
+        assert!(apply(&mut s, Event::Begin { now }, &policies).is_err());
+        assert_eq!(s, in_flight);
+
+        let (finished, _) = walk(saga(BARE), |s| Ok(ok_for(s)));
+        for event in [Event::Begin { now }, ended(), recovered()] {
+            let mut s = finished.clone();
+            assert!(apply(&mut s, event, &policies).is_err());
+            assert_eq!(s, finished);
+        }
+    }
+
+    #[test]
+    fn a_wrong_kind_of_output_is_recorded_as_an_invalid_response() {
+        let (s, _) = walk(saga(BARE), |s| match s {
+            Step::SendWelcomeEmail => Ok(StepOutput::ProfileStatusUpdated),
+            other => Ok(ok_for(other)),
+        });
+        assert_eq!(s.state, State::Finished(FinalStatus::CompletedWithErrors));
+        let welcome = s
+            .history
+            .iter()
+            .find(|a| a.step == Step::SendWelcomeEmail)
+            .unwrap();
+        assert!(matches!(
+            welcome.outcome,
+            AttemptOutcome::Failed {
+                kind: ErrorKind::InvalidResponse,
+                ..
+            }
+        ));
+    }
+}

@@ -1,0 +1,403 @@
+//! The engine on tokio's paused clock, over a real sled store in a
+//! temporary folder and scripted services: minutes of backoff run in
+//! milliseconds, and every call the engine makes is recorded.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use regsaga::retry::{Jitter, Policies, RetryPolicy};
+use regsaga::saga::transition::{apply, Event};
+use regsaga::saga::AttemptOutcome;
+use regsaga::services::{Call, CallError, ErrorKind, Request, StepOutput};
+use regsaga::store::Durability;
+use regsaga::{
+    Engine, FinalStatus, Options, RegistrationInput, Services, SledStore, State, Step, Store,
+};
+use tokio::time::Instant;
+
+/// Services that answer from a script per step, then succeed.
+#[derive(Clone, Default)]
+struct Scripted {
+    script: Arc<Mutex<HashMap<Step, VecDeque<Result<StepOutput, CallError>>>>>,
+    calls: Arc<Mutex<Vec<Call>>>,
+}
+
+impl Scripted {
+    fn fail(&self, step: Step, times: usize, error: CallError) -> &Self {
+        let mut script = self.script.lock().unwrap();
+        let queue = script.entry(step).or_default();
+        for _ in 0..times {
+            queue.push_back(Err(error.clone()));
+        }
+        self
+    }
+
+    fn calls(&self) -> Vec<Call> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    fn steps(&self) -> Vec<Step> {
+        self.calls().iter().map(|c| c.step).collect()
+    }
+}
+
+fn success(call: &Call) -> StepOutput {
+    match &call.request {
+        Request::CreateProfile { .. } => StepOutput::ProfileCreated {
+            user_id: "user_1".into(),
+        },
+        Request::Charge { .. } => StepOutput::PaymentCharged {
+            payment_id: "pi_1".into(),
+        },
+        Request::SendEmail { .. } | Request::SendSms { .. } => StepOutput::NotificationSent {
+            id: format!("{}", call.attempt),
+            status: "ACCEPTED".into(),
+        },
+        Request::UpdateProfileStatus { .. } => StepOutput::ProfileStatusUpdated,
+        Request::RecordActivity(_) => StepOutput::ActivityRecorded { id: "act_1".into() },
+    }
+}
+
+impl Services for Scripted {
+    async fn perform(&self, call: &Call) -> Result<StepOutput, CallError> {
+        self.calls.lock().unwrap().push(call.clone());
+        let next = self
+            .script
+            .lock()
+            .unwrap()
+            .get_mut(&call.step)
+            .and_then(VecDeque::pop_front);
+        // Yield like a real request would, so concurrent tasks interleave.
+        tokio::task::yield_now().await;
+        next.unwrap_or_else(|| Ok(success(call)))
+    }
+}
+
+fn http(status: u16) -> CallError {
+    CallError::new(ErrorKind::Http(status), format!("HTTP {status}"))
+}
+
+fn exact_policies() -> Policies {
+    let exact = |p: RetryPolicy| RetryPolicy {
+        jitter: Jitter::None,
+        ..p
+    };
+    Policies {
+        external: exact(RetryPolicy::external()),
+        internal: exact(RetryPolicy::internal()),
+    }
+}
+
+fn engine(dir: &tempfile::TempDir, services: &Scripted) -> Engine<SledStore, Scripted> {
+    engine_with(dir, services, exact_policies())
+}
+
+fn engine_with(
+    dir: &tempfile::TempDir,
+    services: &Scripted,
+    policies: Policies,
+) -> Engine<SledStore, Scripted> {
+    let store = SledStore::open(&dir.path().join("store"), Durability::Process).unwrap();
+    let options = Options {
+        policies,
+        concurrency: 8,
+        jitter_seed: Some(1),
+    };
+    Engine::new(store, services.clone(), options).unwrap()
+}
+
+fn registration(json: &str) -> regsaga::Registration {
+    serde_json::from_str::<RegistrationInput>(json)
+        .unwrap()
+        .validate()
+        .unwrap()
+}
+
+fn full() -> regsaga::Registration {
+    registration(
+        r#"{"email":"jane.roe@example.com","fullName":"Jane Roe","phoneNumber":"+12025550143",
+            "initialPayment":{"amount":29.99,"paymentMethod":"credit_card"}}"#,
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_step_runs_once_in_order_with_stable_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let services = Scripted::default();
+    let engine = engine(&dir, &services);
+
+    let saga = engine.register(full()).await.unwrap();
+
+    assert_eq!(saga.state, State::Finished(FinalStatus::Completed));
+    assert_eq!(services.steps(), Step::ALL);
+    for call in services.calls() {
+        assert_eq!(call.correlation_id, saga.correlation_id);
+        assert_eq!(call.idempotency_key, format!("{}:{}", saga.id, call.step));
+        assert!(
+            !call.idempotency_key.contains("jane"),
+            "no personal data in keys"
+        );
+    }
+    let result = regsaga::RegistrationResult::from(&saga);
+    assert!(result.profile_created && result.payment_processed);
+    assert_eq!(result.notifications_sent.len(), 3);
+    assert!(result.errors.is_empty());
+    assert_eq!(engine.store().load(saga.id).unwrap(), Some(saga));
+}
+
+#[tokio::test(start_paused = true)]
+async fn optional_steps_are_skipped_without_their_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let services = Scripted::default();
+    let engine = engine(&dir, &services);
+
+    engine
+        .register(registration(r#"{"email":"a@example.com","fullName":"A"}"#))
+        .await
+        .unwrap();
+
+    assert_eq!(
+        services.steps(),
+        [
+            Step::CreateProfile,
+            Step::SendWelcomeEmail,
+            Step::UpdateProfileStatus,
+            Step::RecordActivity
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_critical_failure_fails_the_saga_and_calls_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let services = Scripted::default();
+    services.fail(Step::CreateProfile, 1, http(400));
+    let engine = engine(&dir, &services);
+
+    let saga = engine.register(full()).await.unwrap();
+
+    assert_eq!(saga.state, State::Finished(FinalStatus::Failed));
+    assert_eq!(services.steps(), [Step::CreateProfile]);
+    let result = regsaga::RegistrationResult::from(&saga);
+    assert_eq!(result.errors, ["Failed to create profile: HTTP 400"]);
+    assert!(!result.profile_created && result.user_id.is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn five_attempts_over_minutes_run_on_the_paused_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let services = Scripted::default();
+    services.fail(Step::CreateProfile, 10, http(503));
+    let mut policies = exact_policies();
+    policies.external.initial_interval = Duration::from_secs(30);
+    policies.external.max_interval = Duration::from_secs(300);
+    let engine = engine_with(&dir, &services, policies);
+
+    let started = Instant::now();
+    let saga = engine.register(full()).await.unwrap();
+
+    // Waits of 30 s, 60 s, 120 s and 240 s between five attempts. Due
+    // times are wall-clock, so the real milliseconds spent flushing are
+    // taken off the paused clock's waits.
+    assert!(
+        started.elapsed() >= Duration::from_secs(449),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(services.steps(), [Step::CreateProfile; 5]);
+    assert_eq!(saga.state, State::Finished(FinalStatus::Failed));
+    assert_eq!(
+        regsaga::RegistrationResult::from(&saga).errors,
+        ["Failed to create profile: HTTP 503 (gave up after 5 attempts)"]
+    );
+    let keys: Vec<_> = services
+        .calls()
+        .iter()
+        .map(|c| c.idempotency_key.clone())
+        .collect();
+    assert!(
+        keys.windows(2).all(|w| w[0] == w[1]),
+        "one key for every retry"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_recovered_retry_is_history_not_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let services = Scripted::default();
+    services.fail(Step::ChargePayment, 2, http(503));
+    let engine = engine(&dir, &services);
+
+    let saga = engine.register(full()).await.unwrap();
+
+    assert_eq!(saga.state, State::Finished(FinalStatus::Completed));
+    let payments: Vec<_> = saga
+        .history
+        .iter()
+        .filter(|a| a.step == Step::ChargePayment)
+        .collect();
+    assert_eq!(payments.len(), 3);
+    assert!(matches!(
+        payments[0].outcome,
+        AttemptOutcome::Failed {
+            http_status: Some(503),
+            ..
+        }
+    ));
+    assert!(payments[0].next_due.is_some());
+    assert_eq!(payments[2].outcome, AttemptOutcome::Succeeded);
+    assert!(regsaga::RegistrationResult::from(&saga).errors.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_declined_payment_degrades_the_registration() {
+    let dir = tempfile::tempdir().unwrap();
+    let services = Scripted::default();
+    services.fail(
+        Step::ChargePayment,
+        1,
+        CallError::new(ErrorKind::Declined, "Payment declined (card_declined)"),
+    );
+    let engine = engine(&dir, &services);
+
+    let saga = engine.register(full()).await.unwrap();
+
+    assert_eq!(
+        saga.state,
+        State::Finished(FinalStatus::CompletedWithErrors)
+    );
+    assert!(!services.steps().contains(&Step::SendPaymentConfirmation));
+    let status_update = services
+        .calls()
+        .into_iter()
+        .find(|c| c.step == Step::UpdateProfileStatus)
+        .unwrap();
+    assert!(matches!(
+        status_update.request,
+        Request::UpdateProfileStatus { ref status, .. } if status == "PENDING_PAYMENT"
+    ));
+    let result = regsaga::RegistrationResult::from(&saga);
+    assert!(!result.payment_processed);
+    assert_eq!(
+        result.errors,
+        ["Failed to process payment: Payment declined (card_declined)"]
+    );
+    assert_eq!(
+        result.notifications_sent.len(),
+        2,
+        "welcome and SMS still sent"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_longer_than_the_backoff_is_honoured() {
+    let dir = tempfile::tempdir().unwrap();
+    let services = Scripted::default();
+    let mut limited = http(429);
+    limited.retry_after = Some(Duration::from_secs(90));
+    services.fail(Step::SendWelcomeEmail, 1, limited);
+    let engine = engine(&dir, &services);
+
+    let started = Instant::now();
+    let saga = engine.register(full()).await.unwrap();
+
+    assert!(
+        started.elapsed() >= Duration::from_secs(89),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(saga.state, State::Finished(FinalStatus::Completed));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_attempt_in_flight_at_a_crash_is_retried_with_the_same_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let services = Scripted::default();
+    let id = {
+        let engine = engine(&dir, &services);
+        let submitted = engine.submit(full()).await.unwrap();
+
+        // What a process leaves behind when it dies after persisting the
+        // attempt and before recording its outcome.
+        let mut saga = engine.store().load(submitted.id).unwrap().unwrap();
+        apply(
+            &mut saga,
+            Event::Begin {
+                now: regsaga::saga::now(),
+            },
+            &Policies::default(),
+        )
+        .unwrap();
+        engine.store().save(&saga).await.unwrap();
+        submitted.id
+    };
+
+    let engine = engine(&dir, &services);
+    let resumed = engine.resume().await.unwrap();
+
+    assert_eq!(resumed.len(), 1);
+    let saga = &resumed[0];
+    assert_eq!(saga.id, id);
+    assert_eq!(saga.state, State::Finished(FinalStatus::Completed));
+    let profile: Vec<_> = saga
+        .history
+        .iter()
+        .filter(|a| a.step == Step::CreateProfile)
+        .collect();
+    assert_eq!(profile.len(), 2);
+    assert_eq!(profile[0].outcome, AttemptOutcome::Interrupted);
+    assert_eq!(profile[0].idempotency_key, profile[1].idempotency_key);
+    assert_eq!(services.calls()[0].attempt, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_saga_is_driven_by_one_task_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let services = Scripted::default();
+    let engine = engine(&dir, &services);
+    let submitted = engine.submit(full()).await.unwrap();
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let engine = engine.clone();
+        tasks.spawn(async move { engine.run(submitted.id).await.unwrap() });
+    }
+    tasks.spawn({
+        let engine = engine.clone();
+        async move { engine.resume().await.unwrap().pop().unwrap() }
+    });
+    while let Some(saga) = tasks.join_next().await {
+        assert!(saga.unwrap().state.is_finished());
+    }
+
+    assert_eq!(services.steps(), Step::ALL, "each step called exactly once");
+}
+
+#[tokio::test(start_paused = true)]
+async fn resubmission_returns_the_saga_and_conflicts_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let services = Scripted::default();
+    let engine = engine(&dir, &services);
+
+    let first = engine.submit(full()).await.unwrap();
+    let again = engine.submit(full()).await.unwrap();
+    assert!(!first.existing && again.existing);
+    assert_eq!(first.id, again.id);
+
+    let mut other = full();
+    other.full_name = "Someone Else".into();
+    let err = engine.submit(other).await.unwrap_err();
+    assert!(err.to_string().contains("already registered"), "{err}");
+    assert!(services.calls().is_empty());
+
+    engine.run(first.id).await.unwrap();
+    let calls = services.calls().len();
+    engine.register(full()).await.unwrap();
+    assert_eq!(
+        services.calls().len(),
+        calls,
+        "a finished saga calls nothing"
+    );
+    assert!(engine.resume().await.unwrap().is_empty());
+}
