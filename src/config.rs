@@ -212,6 +212,32 @@ mod tests {
         assert!(config.endpoints(None).unwrap().is_none());
     }
 
+    /// The example in docs/CONFIG.md is valid and shows the defaults.
+    #[test]
+    fn documented_example_matches_the_defaults() {
+        let doc = include_str!("../docs/CONFIG.md");
+        let start = doc.find("```toml\n").expect("toml block") + 8;
+        let end = start + doc[start..].find("```").expect("end of block");
+        let config = parse(&doc[start..end]).unwrap();
+
+        assert_eq!(config.retry, Policies::default());
+        assert_eq!(config.concurrency, Some(crate::engine::DEFAULT_CONCURRENCY));
+        assert_eq!(config.store.durability, Durability::Power);
+        assert_eq!(
+            config.services.connect_timeout,
+            ServicesConfig::default().connect_timeout
+        );
+        let defaults = Endpoints::all_at("");
+        assert_eq!(
+            config.services.email.from.as_deref(),
+            Some(defaults.email_from.as_str())
+        );
+        assert_eq!(
+            config.services.sms.from.as_deref(),
+            Some(defaults.sms_from.as_str())
+        );
+    }
+
     #[test]
     fn retry_settings_are_read() {
         let config = parse(

@@ -16,10 +16,12 @@ use regsaga::{
 };
 use tokio::time::Instant;
 
+type Answers = HashMap<Step, VecDeque<Result<StepOutput, CallError>>>;
+
 /// Services that answer from a script per step, then succeed.
 #[derive(Clone, Default)]
 struct Scripted {
-    script: Arc<Mutex<HashMap<Step, VecDeque<Result<StepOutput, CallError>>>>>,
+    script: Arc<Mutex<Answers>>,
     calls: Arc<Mutex<Vec<Call>>>,
 }
 
