@@ -26,6 +26,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tracing::{debug, warn};
 
+use crate::crash::{CrashAt, CrashPoint};
 use crate::registration::Registration;
 use crate::retry::Policies;
 use crate::saga::transition::{self, apply, Effect, Event};
@@ -44,6 +45,8 @@ pub struct Options {
     pub concurrency: usize,
     /// Seeds the retry jitter, for reproducible runs; random if `None`.
     pub jitter_seed: Option<u64>,
+    /// For crash tests only: abort the process at this point.
+    pub crash: Option<CrashAt>,
 }
 
 impl Default for Options {
@@ -52,6 +55,7 @@ impl Default for Options {
             policies: Policies::default(),
             concurrency: DEFAULT_CONCURRENCY,
             jitter_seed: None,
+            crash: None,
         }
     }
 }
@@ -109,6 +113,7 @@ struct Inner<S, X> {
     permits: Semaphore,
     owners: Mutex<HashMap<SagaId, Arc<tokio::sync::Mutex<()>>>>,
     rng: Mutex<SmallRng>,
+    crash: Option<CrashAt>,
 }
 
 impl<S: Store, X: Services> Engine<S, X> {
@@ -131,6 +136,7 @@ impl<S: Store, X: Services> Engine<S, X> {
                 permits: Semaphore::new(options.concurrency.max(1)),
                 owners: Mutex::new(HashMap::new()),
                 rng: Mutex::new(rng),
+                crash: options.crash,
             }),
         })
     }
@@ -280,8 +286,12 @@ impl<S: Store, X: Services> Engine<S, X> {
                     return Err(mismatch(&saga, "drive"));
                 }
             };
-            if let Some(due) = due {
-                self.wait_until(&saga, step, due).await;
+            match due {
+                Some(due) => self.wait_until(&saga, step, due).await,
+                None if saga.attempts(step) == 0 => {
+                    self.crash_point(CrashPoint::BetweenSteps, step)
+                }
+                None => {}
             }
             self.attempt(&mut saga).await?;
         }
@@ -318,9 +328,11 @@ impl<S: Store, X: Services> Engine<S, X> {
         let Effect::Call(call) = effect else {
             return Err(mismatch(saga, "begin"));
         };
+        self.crash_point(CrashPoint::BeforeAttemptPersisted, call.step);
         // Durable before the request leaves: a crash from here on finds
         // the attempt recorded and retries it with the same key.
         inner.store.save(saga).await?;
+        self.crash_point(CrashPoint::AfterAttemptPersisted, call.step);
 
         let policy = inner.policies.for_class(call.step.class());
         debug!(saga.id = %saga.id, correlation_id = %call.correlation_id,
@@ -329,6 +341,7 @@ impl<S: Store, X: Services> Engine<S, X> {
             .await
             .unwrap_or_else(|_| Err(timed_out(call.step)));
         log_result(saga, &call, &result);
+        self.crash_point(CrashPoint::AfterResponse, call.step);
 
         let event = Event::Ended {
             now: saga::now(),
@@ -337,7 +350,16 @@ impl<S: Store, X: Services> Engine<S, X> {
         };
         apply(saga, event, &inner.policies)?;
         inner.store.save(saga).await?;
+        self.crash_point(CrashPoint::AfterOutcomePersisted, call.step);
         Ok(())
+    }
+
+    /// Aborts the process if a crash test asked for this point.
+    fn crash_point(&self, point: CrashPoint, step: Step) {
+        if self.inner.crash.is_some_and(|at| at.matches(point, step)) {
+            eprintln!("regsaga: crashing on purpose at {point} of {step}");
+            std::process::abort();
+        }
     }
 
     fn jitter(&self) -> f64 {

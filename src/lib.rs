@@ -21,6 +21,7 @@
 //! - [`sandbox`]: stand-ins for the providers, for tests and trials. The
 //!   library never starts it; the binary and the tests do.
 //! - [`config`]: the TOML configuration.
+//! - [`crash`]: named crash points for tests that kill the process.
 //!
 //! # Example
 //!
@@ -52,6 +53,7 @@
 //! ```
 
 pub mod config;
+pub mod crash;
 pub mod engine;
 pub mod registration;
 pub mod result;

@@ -105,6 +105,7 @@ fn engine_with(
         policies,
         concurrency: 8,
         jitter_seed: Some(1),
+        crash: None,
     };
     Engine::new(store, services.clone(), options).unwrap()
 }

@@ -167,9 +167,18 @@ async fn start(
             .or(config.concurrency)
             .unwrap_or(regsaga::engine::DEFAULT_CONCURRENCY),
         jitter_seed: services.seed,
+        crash: crash_point()?,
     };
     let engine = Engine::new(store, http, options)?;
     Ok(Running { engine, sandbox })
+}
+
+/// The crash test hook: `REGSAGA_CRASH_AT=POINT[:STEP]`.
+fn crash_point() -> anyhow::Result<Option<regsaga::crash::CrashAt>> {
+    match std::env::var("REGSAGA_CRASH_AT") {
+        Ok(spec) if !spec.is_empty() => Ok(Some(spec.parse()?)),
+        _ => Ok(None),
+    }
 }
 
 fn open_store(path: &Path, durability: Durability) -> anyhow::Result<SledStore> {

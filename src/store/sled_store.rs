@@ -39,8 +39,11 @@ impl SledStore {
     /// [`Error::Locked`] if another process has it open, [`Error::Corrupt`]
     /// if its files cannot be read, [`Error::Open`] otherwise.
     pub fn open(path: &Path, durability: Durability) -> Result<SledStore, Error> {
+        // sled's own periodic flusher is off: every write is flushed by
+        // our group commit, and its thread would delay closing the store.
         let db = sled::Config::new()
             .path(path)
+            .flush_every_ms(None)
             .open()
             .map_err(|e| open_error(path, e))?;
         let tree = |name: &str| db.open_tree(name).map_err(|e| open_error(path, e));
