@@ -188,3 +188,51 @@ async fn a_record_of_an_unknown_version_is_reported_not_decoded() {
     );
     assert!(err.to_string().contains("newer regsaga"), "{err}");
 }
+
+#[tokio::test]
+async fn a_damaged_store_is_reported_and_left_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(&dir, Durability::Process);
+        store.create(&saga("e@example.com")).await.unwrap();
+    }
+    // Every file of the store overwritten: nothing left to recover from.
+    let log = dir.path().join("store").join("db");
+    let damaged = vec![0xab_u8; 65_536];
+    for entry in std::fs::read_dir(dir.path().join("store")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::write(&path, &damaged).unwrap();
+        }
+    }
+    let files = |dir: &std::path::Path| {
+        let mut names: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = files(&dir.path().join("store"));
+
+    let err = SledStore::open(&dir.path().join("store"), Durability::Process)
+        .err()
+        .expect("a damaged log must not open");
+
+    assert!(matches!(err, Error::Corrupt { .. }), "{err:?}");
+    let message = err.to_string();
+    assert!(
+        message.contains("could not be read") && message.contains("untouched"),
+        "{message}"
+    );
+    assert_eq!(
+        std::fs::read(&log).unwrap(),
+        damaged,
+        "the log is not rewritten"
+    );
+    assert_eq!(
+        files(&dir.path().join("store")),
+        before,
+        "no file added or removed"
+    );
+}

@@ -20,6 +20,9 @@ use super::flusher::Flusher;
 use super::{codec, Created, Durability, Error, Stats, Store};
 use crate::saga::{Saga, SagaId};
 
+const LOCK_RETRIES: u32 = 10;
+const LOCK_RETRY_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// A store in a sled database directory. One process at a time.
 pub struct SledStore {
     path: PathBuf,
@@ -39,12 +42,33 @@ impl SledStore {
     /// [`Error::Locked`] if another process has it open, [`Error::Corrupt`]
     /// if its files cannot be read, [`Error::Open`] otherwise.
     pub fn open(path: &Path, durability: Durability) -> Result<SledStore, Error> {
+        // sled releases its file lock from a background thread after the
+        // last handle is dropped, so a store closed a moment ago in this
+        // same process may still look held. Another process holding it
+        // stays refused after this short grace.
+        let mut tries = 0;
+        loop {
+            match Self::open_once(path, durability) {
+                Err(Error::Locked { .. }) if tries < LOCK_RETRIES => {
+                    tries += 1;
+                    std::thread::sleep(LOCK_RETRY_WAIT);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn open_once(path: &Path, durability: Durability) -> Result<SledStore, Error> {
         // sled's own periodic flusher is off: every write is flushed by
         // our group commit, and its thread would delay closing the store.
-        let db = sled::Config::new()
-            .path(path)
-            .flush_every_ms(None)
-            .open()
+        let config = sled::Config::new().path(path).flush_every_ms(None);
+        // A damaged file must become an error, even where sled's recovery
+        // would rather panic.
+        let db = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()))
+            .map_err(|_| Error::Corrupt {
+                path: path.to_owned(),
+                reason: "sled could not recover its log".into(),
+            })?
             .map_err(|e| open_error(path, e))?;
         let tree = |name: &str| db.open_tree(name).map_err(|e| open_error(path, e));
         let sagas = tree("sagas")?;
@@ -211,7 +235,8 @@ fn open_error(path: &Path, e: sled::Error) -> Error {
         sled::Error::Io(io) if is_lock_conflict(&io) => Error::Locked { path },
         sled::Error::Corruption { .. } | sled::Error::Unsupported(_) => Error::Corrupt {
             path,
-            reason: e.to_string(),
+            // sled appends an empty backtrace to its message.
+            reason: e.to_string().replace(" backtrace ()", ""),
         },
         sled::Error::Io(io) => Error::Open {
             path,
