@@ -21,7 +21,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let path = std::env::temp_dir().join(format!("regsaga-example-{}", std::process::id()));
 
     let store = SledStore::open(&path, Durability::Power)?;
-    let services = HttpServices::new(Endpoints::all_at(&sandbox.url()), Duration::from_secs(5))?;
+    let services = HttpServices::new(Endpoints::all_at(&sandbox.url()), |_| {
+        Duration::from_secs(5)
+    })?;
     let engine = Engine::new(store, services, Options::default())?;
 
     // Anything an earlier process left unfinished is finished first.

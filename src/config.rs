@@ -7,7 +7,6 @@
 //! README and in `docs/CONFIG.md`.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -39,31 +38,15 @@ pub struct StoreConfig {
 }
 
 /// `[services]`: one base URL for all, or one table per service.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServicesConfig {
     pub base_url: Option<String>,
-    #[serde(with = "humantime_serde")]
-    pub connect_timeout: Duration,
     pub profile: ServiceConfig,
     pub payment: ServiceConfig,
     pub email: ServiceConfig,
     pub sms: ServiceConfig,
     pub activity: ServiceConfig,
-}
-
-impl Default for ServicesConfig {
-    fn default() -> Self {
-        ServicesConfig {
-            base_url: None,
-            connect_timeout: Duration::from_secs(10),
-            profile: ServiceConfig::default(),
-            payment: ServiceConfig::default(),
-            email: ServiceConfig::default(),
-            sms: ServiceConfig::default(),
-            activity: ServiceConfig::default(),
-        }
-    }
 }
 
 /// `[services.NAME]`
@@ -193,6 +176,8 @@ fn secret(name: &str, service: &ServiceConfig) -> Result<Option<String>, Error> 
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn parse(text: &str) -> Result<Config, Error> {
@@ -223,10 +208,6 @@ mod tests {
         assert_eq!(config.retry, Policies::default());
         assert_eq!(config.concurrency, Some(crate::engine::DEFAULT_CONCURRENCY));
         assert_eq!(config.store.durability, Durability::Power);
-        assert_eq!(
-            config.services.connect_timeout,
-            ServicesConfig::default().connect_timeout
-        );
         let defaults = Endpoints::all_at("");
         assert_eq!(
             config.services.email.from.as_deref(),

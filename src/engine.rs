@@ -107,6 +107,7 @@ impl<S, X> Clone for Engine<S, X> {
 }
 
 struct Inner<S, X> {
+    clock: Clock,
     store: S,
     services: X,
     policies: Policies,
@@ -130,6 +131,7 @@ impl<S: Store, X: Services> Engine<S, X> {
         };
         Ok(Engine {
             inner: Arc::new(Inner {
+                clock: Clock::start(),
                 store,
                 services,
                 policies: options.policies,
@@ -158,7 +160,7 @@ impl<S: Store, X: Services> Engine<S, X> {
     /// [`Error::Conflict`] if the e-mail is taken by a registration with
     /// other details; store errors.
     pub async fn submit(&self, registration: Registration) -> Result<Submitted, Error> {
-        let saga = Saga::new(registration, saga::now());
+        let saga = Saga::new(registration, self.now());
         match self.inner.store.create(&saga).await? {
             Created::New => {
                 debug!(saga.id = %saga.id, correlation_id = %saga.correlation_id, "saga created");
@@ -270,7 +272,7 @@ impl<S: Store, X: Services> Engine<S, X> {
                 step = step.name(), attempt, "attempt interrupted by a restart"
             );
             let event = Event::Recovered {
-                now: saga::now(),
+                now: self.now(),
                 jitter: self.jitter(),
             };
             apply(&mut saga, event, &self.inner.policies)?;
@@ -301,7 +303,7 @@ impl<S: Store, X: Services> Engine<S, X> {
     /// from a clock that has since been set back, so the wait is capped at
     /// what the policy could have asked for.
     async fn wait_until(&self, saga: &Saga, step: Step, due: DateTime<Utc>) {
-        let policy = self.inner.policies.for_class(step.class());
+        let policy = self.inner.policies.for_step(step);
         let asked = saga
             .history
             .last()
@@ -312,7 +314,7 @@ impl<S: Store, X: Services> Engine<S, X> {
             .map(Duration::from_millis)
             .unwrap_or_default();
         let cap = policy.max_interval.max(asked);
-        let wait = (due - saga::now()).to_std().unwrap_or_default().min(cap);
+        let wait = (due - self.now()).to_std().unwrap_or_default().min(cap);
 
         debug!(saga.id = %saga.id, step = step.name(), wait_ms = wait.as_millis() as u64,
                "waiting before retry");
@@ -324,7 +326,7 @@ impl<S: Store, X: Services> Engine<S, X> {
         let inner = &*self.inner;
         let _permit = inner.permits.acquire().await;
 
-        let effect = apply(saga, Event::Begin { now: saga::now() }, &inner.policies)?;
+        let effect = apply(saga, Event::Begin { now: self.now() }, &inner.policies)?;
         let Effect::Call(call) = effect else {
             return Err(mismatch(saga, "begin"));
         };
@@ -334,17 +336,17 @@ impl<S: Store, X: Services> Engine<S, X> {
         inner.store.save(saga).await?;
         self.crash_point(CrashPoint::AfterAttemptPersisted, call.step);
 
-        let policy = inner.policies.for_class(call.step.class());
+        let timeout = attempt_timeout(saga, call.step, &inner.policies, self.now());
         debug!(saga.id = %saga.id, correlation_id = %call.correlation_id,
                step = call.step.name(), attempt = call.attempt, "attempt started");
-        let result = tokio::time::timeout(policy.attempt_timeout, inner.services.perform(&call))
+        let result = tokio::time::timeout(timeout, inner.services.perform(&call))
             .await
             .unwrap_or_else(|_| Err(timed_out(call.step)));
         log_result(saga, &call, &result);
         self.crash_point(CrashPoint::AfterResponse, call.step);
 
         let event = Event::Ended {
-            now: saga::now(),
+            now: self.now(),
             result,
             jitter: self.jitter(),
         };
@@ -362,8 +364,28 @@ impl<S: Store, X: Services> Engine<S, X> {
         }
     }
 
+    fn now(&self) -> DateTime<Utc> {
+        self.inner.clock.now()
+    }
+
     fn jitter(&self) -> f64 {
         lock(&self.inner.rng).random::<f64>()
+    }
+}
+
+/// The policy's attempt timeout, cut to what is left of the step's
+/// budget. An attempt that starts after the budget ran out (after a long
+/// restart) still gets its full timeout: it is the one attempt that
+/// finds out whether the service is back.
+fn attempt_timeout(saga: &Saga, step: Step, policies: &Policies, now: DateTime<Utc>) -> Duration {
+    let policy = policies.for_step(step);
+    let Some(first) = saga.first_started_at(step) else {
+        return policy.attempt_timeout;
+    };
+    let spent = (now - first).to_std().unwrap_or_default();
+    match policy.step_budget.checked_sub(spent) {
+        Some(left) if !left.is_zero() => policy.attempt_timeout.min(left),
+        _ => policy.attempt_timeout,
     }
 }
 
@@ -394,6 +416,31 @@ fn mismatch(saga: &Saga, event: &'static str) -> Error {
         event,
         state: saga.state.label(),
     })
+}
+
+/// The engine's time: the wall clock read once at start, advanced by the
+/// monotonic clock. Timestamps in records are wall-clock times; waits
+/// within a process are monotonic, so a clock set back while it runs
+/// changes nothing. (Under tokio's paused test clock, virtual waits move
+/// this clock too, which keeps time-based rules testable.)
+struct Clock {
+    wall: DateTime<Utc>,
+    mono: tokio::time::Instant,
+}
+
+impl Clock {
+    fn start() -> Clock {
+        Clock {
+            wall: saga::now(),
+            mono: tokio::time::Instant::now(),
+        }
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        use chrono::SubsecRound;
+        let elapsed = chrono::TimeDelta::from_std(self.mono.elapsed()).unwrap_or_default();
+        (self.wall + elapsed).trunc_subsecs(6)
+    }
 }
 
 /// Locks a std mutex, recovering from poisoning: the data behind these

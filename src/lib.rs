@@ -35,7 +35,7 @@
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
 //! let store = SledStore::open(Path::new("regsaga.db"), Durability::Power)?;
 //! let endpoints = Endpoints::all_at("http://127.0.0.1:8080");
-//! let services = HttpServices::new(endpoints, Duration::from_secs(10))?;
+//! let services = HttpServices::new(endpoints, |_service| Duration::from_secs(10))?;
 //! let engine = Engine::new(store, services, Options::default())?;
 //!
 //! // Finish whatever an earlier process left behind.

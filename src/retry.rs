@@ -10,11 +10,16 @@
 //! | setting              | external | internal |
 //! |----------------------|----------|----------|
 //! | `attempt_timeout`    | 5 min    | 2 min    |
+//! | `connect_timeout`    | 10 s     | 5 s      |
+//! | `step_budget`        | 1 h      | 10 min   |
 //! | `max_attempts`       | 5        | 3        |
 //! | `initial_interval`   | 1 s      | 200 ms   |
 //! | `backoff_coefficient`| 2.0      | 2.0      |
 //! | `max_interval`       | 60 s     | 5 s      |
 //! | `jitter`             | full     | full     |
+//!
+//! Each service (`profile`, `payment`, `email`, `sms`, `activity`) takes
+//! its class's policy, changed by whatever `[retry.services.NAME]` sets.
 //!
 //! With full jitter the wait before attempt `n + 1` is drawn uniformly from
 //! `[0, min(max_interval, initial_interval * coefficient^(n-1))]`, so many
@@ -22,9 +27,11 @@
 
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
-use crate::saga::ServiceClass;
+use crate::saga::{ServiceClass, Step};
 use crate::services::{CallError, ErrorKind};
 
 /// How one class of service is retried.
@@ -34,6 +41,13 @@ pub struct RetryPolicy {
     /// One attempt, from sending the request to reading the response.
     #[serde(with = "humantime_serde")]
     pub attempt_timeout: Duration,
+    /// Establishing a connection, within an attempt.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// The whole step, from its first attempt to its last, waits included.
+    /// A retry that could not start within it is not made.
+    #[serde(with = "humantime_serde")]
+    pub step_budget: Duration,
     /// Attempts in all, the first included. At least 1.
     pub max_attempts: u32,
     /// The wait bound after the first failed attempt.
@@ -76,6 +90,8 @@ impl RetryPolicy {
     pub fn external() -> Self {
         RetryPolicy {
             attempt_timeout: Duration::from_secs(300),
+            connect_timeout: Duration::from_secs(10),
+            step_budget: Duration::from_secs(3600),
             max_attempts: 5,
             initial_interval: Duration::from_secs(1),
             backoff_coefficient: 2.0,
@@ -87,6 +103,8 @@ impl RetryPolicy {
     pub fn internal() -> Self {
         RetryPolicy {
             attempt_timeout: Duration::from_secs(120),
+            connect_timeout: Duration::from_secs(5),
+            step_budget: Duration::from_secs(600),
             max_attempts: 3,
             initial_interval: Duration::from_millis(200),
             backoff_coefficient: 2.0,
@@ -117,6 +135,17 @@ impl RetryPolicy {
             return fail(format!(
                 "backoff_coefficient is {}; it must be a finite number of at least 1.0",
                 self.backoff_coefficient
+            ));
+        }
+        if self.connect_timeout.is_zero() {
+            return fail("connect_timeout is 0; it must be positive".into());
+        }
+        if self.attempt_timeout > self.step_budget {
+            return fail(format!(
+                "attempt_timeout ({}) is longer than step_budget ({}); one attempt must fit \
+                 in the step's budget",
+                humantime::format_duration(self.attempt_timeout),
+                humantime::format_duration(self.step_budget)
             ));
         }
         if self.max_interval < self.initial_interval {
@@ -158,7 +187,7 @@ impl Default for RetryPolicy {
     }
 }
 
-/// The policies of both service classes.
+/// The policies of both service classes, and per-service changes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Policies {
@@ -166,13 +195,60 @@ pub struct Policies {
     pub external: RetryPolicy,
     #[serde(default = "RetryPolicy::internal")]
     pub internal: RetryPolicy,
+    /// `[retry.services.NAME]`: settings that differ for one service.
+    #[serde(default)]
+    pub services: BTreeMap<String, Override>,
 }
+
+/// Settings of one service that differ from its class's policy.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Override {
+    #[serde(with = "humantime_serde::option")]
+    pub attempt_timeout: Option<Duration>,
+    #[serde(with = "humantime_serde::option")]
+    pub connect_timeout: Option<Duration>,
+    #[serde(with = "humantime_serde::option")]
+    pub step_budget: Option<Duration>,
+    pub max_attempts: Option<u32>,
+    #[serde(with = "humantime_serde::option")]
+    pub initial_interval: Option<Duration>,
+    pub backoff_coefficient: Option<f64>,
+    #[serde(with = "humantime_serde::option")]
+    pub max_interval: Option<Duration>,
+    pub jitter: Option<Jitter>,
+}
+
+impl Override {
+    fn apply(&self, base: &RetryPolicy) -> RetryPolicy {
+        RetryPolicy {
+            attempt_timeout: self.attempt_timeout.unwrap_or(base.attempt_timeout),
+            connect_timeout: self.connect_timeout.unwrap_or(base.connect_timeout),
+            step_budget: self.step_budget.unwrap_or(base.step_budget),
+            max_attempts: self.max_attempts.unwrap_or(base.max_attempts),
+            initial_interval: self.initial_interval.unwrap_or(base.initial_interval),
+            backoff_coefficient: self.backoff_coefficient.unwrap_or(base.backoff_coefficient),
+            max_interval: self.max_interval.unwrap_or(base.max_interval),
+            jitter: self.jitter.unwrap_or(base.jitter),
+        }
+    }
+}
+
+/// The services a policy can be set for, with their class.
+pub const SERVICES: [(&str, ServiceClass); 5] = [
+    ("profile", ServiceClass::External),
+    ("payment", ServiceClass::External),
+    ("email", ServiceClass::External),
+    ("sms", ServiceClass::External),
+    ("activity", ServiceClass::Internal),
+];
 
 impl Default for Policies {
     fn default() -> Self {
         Policies {
             external: RetryPolicy::external(),
             internal: RetryPolicy::internal(),
+            services: BTreeMap::new(),
         }
     }
 }
@@ -185,14 +261,47 @@ impl Policies {
         }
     }
 
-    /// Validates both policies.
+    /// The policy of one service: its class's, with its own changes.
+    pub fn for_service(&self, service: &str) -> RetryPolicy {
+        let class = SERVICES
+            .iter()
+            .find(|(name, _)| *name == service)
+            .map_or(ServiceClass::External, |(_, class)| *class);
+        let base = self.for_class(class);
+        match self.services.get(service) {
+            Some(changes) => changes.apply(base),
+            None => base.clone(),
+        }
+    }
+
+    /// The policy of the service a step calls.
+    pub fn for_step(&self, step: Step) -> RetryPolicy {
+        self.for_service(step.service())
+    }
+
+    /// Validates both class policies and every service's own policy.
     ///
     /// # Errors
     ///
-    /// The first policy that cannot work.
+    /// The first policy that cannot work, or a service name that does
+    /// not exist.
     pub fn validate(&self) -> Result<(), Error> {
         self.external.validate("external services")?;
-        self.internal.validate("internal services")
+        self.internal.validate("internal services")?;
+        for name in self.services.keys() {
+            if !SERVICES.iter().any(|(known, _)| known == name) {
+                return Err(Error {
+                    service: name.clone(),
+                    problem: "there is no such service; use profile, payment, email, sms \
+                              or activity"
+                        .into(),
+                });
+            }
+        }
+        for (name, _) in SERVICES {
+            self.for_service(name).validate(name)?;
+        }
+        Ok(())
     }
 }
 
@@ -286,6 +395,55 @@ mod tests {
             assert!(err.to_string().starts_with("retry policy for payment"));
         }
         assert!(Policies::default().validate().is_ok());
+
+        let too_long = RetryPolicy {
+            attempt_timeout: Duration::from_secs(600),
+            step_budget: Duration::from_secs(300),
+            ..RetryPolicy::external()
+        };
+        let err = too_long.validate("payment").unwrap_err().to_string();
+        assert!(err.contains("10m") && err.contains("5m"), "{err}");
+    }
+
+    #[test]
+    fn a_service_override_changes_only_what_it_sets() {
+        let mut policies = Policies::default();
+        policies.services.insert(
+            "payment".into(),
+            Override {
+                max_attempts: Some(9),
+                ..Override::default()
+            },
+        );
+        let payment = policies.for_service("payment");
+        assert_eq!(payment.max_attempts, 9);
+        assert_eq!(
+            payment.initial_interval,
+            RetryPolicy::external().initial_interval
+        );
+        assert_eq!(policies.for_service("sms"), RetryPolicy::external());
+        assert_eq!(
+            policies.for_step(Step::RecordActivity),
+            RetryPolicy::internal()
+        );
+
+        policies.services.insert(
+            "activity".into(),
+            Override {
+                max_attempts: Some(0),
+                ..Override::default()
+            },
+        );
+        let err = policies.validate().unwrap_err();
+        assert_eq!(err.service, "activity");
+
+        let mut unknown = Policies::default();
+        unknown.services.insert("fax".into(), Override::default());
+        assert!(unknown
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("no such service"));
     }
 
     #[test]

@@ -22,10 +22,29 @@ type Answers = HashMap<Step, VecDeque<Result<StepOutput, CallError>>>;
 #[derive(Clone, Default)]
 struct Scripted {
     script: Arc<Mutex<Answers>>,
-    calls: Arc<Mutex<Vec<Call>>>,
+    /// Per step: attempts up to this number fail with this error.
+    failing_attempts: Arc<Mutex<HashMap<Step, (u32, CallError)>>>,
+    calls: Arc<Mutex<Vec<(Call, Instant)>>>,
 }
 
 impl Scripted {
+    fn fail_attempts(&self, step: Step, upto: u32, error: CallError) {
+        self.failing_attempts
+            .lock()
+            .unwrap()
+            .insert(step, (upto, error));
+    }
+
+    /// When each call of `step` was made.
+    fn times(&self, step: Step) -> Vec<Instant> {
+        let calls = self.calls.lock().unwrap();
+        calls
+            .iter()
+            .filter(|(c, _)| c.step == step)
+            .map(|(_, t)| *t)
+            .collect()
+    }
+
     fn fail(&self, step: Step, times: usize, error: CallError) -> &Self {
         let mut script = self.script.lock().unwrap();
         let queue = script.entry(step).or_default();
@@ -36,7 +55,12 @@ impl Scripted {
     }
 
     fn calls(&self) -> Vec<Call> {
-        self.calls.lock().unwrap().clone()
+        self.calls
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(c, _)| c.clone())
+            .collect()
     }
 
     fn steps(&self) -> Vec<Step> {
@@ -63,7 +87,21 @@ fn success(call: &Call) -> StepOutput {
 
 impl Services for Scripted {
     async fn perform(&self, call: &Call) -> Result<StepOutput, CallError> {
-        self.calls.lock().unwrap().push(call.clone());
+        self.calls
+            .lock()
+            .unwrap()
+            .push((call.clone(), Instant::now()));
+        let rule = self
+            .failing_attempts
+            .lock()
+            .unwrap()
+            .get(&call.step)
+            .cloned();
+        if let Some((upto, error)) = rule {
+            if call.attempt <= upto {
+                return Err(error);
+            }
+        }
         let next = self
             .script
             .lock()
@@ -88,6 +126,7 @@ fn exact_policies() -> Policies {
     Policies {
         external: exact(RetryPolicy::external()),
         internal: exact(RetryPolicy::internal()),
+        services: Default::default(),
     }
 }
 
@@ -183,7 +222,10 @@ async fn a_critical_failure_fails_the_saga_and_calls_nothing_else() {
     assert_eq!(saga.state, State::Finished(FinalStatus::Failed));
     assert_eq!(services.steps(), [Step::CreateProfile]);
     let result = regsaga::RegistrationResult::from(&saga);
-    assert_eq!(result.errors, ["Failed to create profile: HTTP 400"]);
+    assert_eq!(
+        result.errors,
+        ["Failed to create profile: HTTP 400 (not retryable)"]
+    );
     assert!(!result.profile_created && result.user_id.is_none());
 }
 
@@ -284,7 +326,7 @@ async fn a_declined_payment_degrades_the_registration() {
     assert!(!result.payment_processed);
     assert_eq!(
         result.errors,
-        ["Failed to process payment: Payment declined (card_declined)"]
+        ["Failed to process payment: Payment declined (card_declined) (not retryable)"]
     );
     assert_eq!(
         result.notifications_sent.len(),
@@ -403,4 +445,143 @@ async fn resubmission_returns_the_saga_and_conflicts_are_refused() {
         "a finished saga calls nothing"
     );
     assert!(engine.resume().await.unwrap().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_past_the_step_budget_ends_the_step_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let services = Scripted::default();
+    services.fail_attempts(Step::ChargePayment, u32::MAX, http(503));
+    let mut policies = exact_policies();
+    policies.services.insert(
+        "payment".into(),
+        regsaga::retry::Override {
+            max_attempts: Some(100),
+            step_budget: Some(Duration::from_secs(10)),
+            attempt_timeout: Some(Duration::from_secs(5)),
+            ..Default::default()
+        },
+    );
+    let engine = engine_with(&dir, &services, policies);
+
+    let started = Instant::now();
+    let saga = engine.register(full()).await.unwrap();
+
+    // Waits of 1, 2 and 4 s fit in 10 s; the next 8 s would not.
+    assert_eq!(services.times(Step::ChargePayment).len(), 4);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let last = saga
+        .history
+        .iter()
+        .rfind(|a| a.step == Step::ChargePayment)
+        .unwrap();
+    assert_eq!(last.gave_up, Some(regsaga::saga::GiveUp::BudgetExhausted));
+    assert_eq!(last.next_due, None);
+    let errors = regsaga::RegistrationResult::from(&saga).errors;
+    assert_eq!(errors.len(), 1);
+    assert!(
+        errors[0].ends_with("past the step's budget of 10s)"),
+        "{errors:?}"
+    );
+    assert_eq!(
+        saga.state,
+        State::Finished(FinalStatus::CompletedWithErrors)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_step_retried_hundreds_of_times_keeps_a_bounded_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let services = Scripted::default();
+    services.fail_attempts(Step::SendWelcomeEmail, u32::MAX, http(503));
+    let mut policies = exact_policies();
+    policies.services.insert(
+        "email".into(),
+        regsaga::retry::Override {
+            max_attempts: Some(300),
+            initial_interval: Some(Duration::from_millis(1)),
+            max_interval: Some(Duration::from_millis(1)),
+            step_budget: Some(Duration::from_secs(3600)),
+            ..Default::default()
+        },
+    );
+    let engine = engine_with(&dir, &services, policies);
+
+    let saga = engine.register(full()).await.unwrap();
+
+    assert_eq!(services.times(Step::SendWelcomeEmail).len(), 300);
+    assert_eq!(
+        saga.attempts(Step::SendWelcomeEmail),
+        300,
+        "the count is kept"
+    );
+    let kept: Vec<_> = saga
+        .history
+        .iter()
+        .filter(|a| a.step == Step::SendWelcomeEmail)
+        .collect();
+    assert_eq!(kept.len(), regsaga::saga::MAX_KEPT_ATTEMPTS);
+    assert_eq!(kept.last().unwrap().number, 300, "the latest are kept");
+    let summary = saga.summary(Step::SendWelcomeEmail).unwrap();
+    assert_eq!(summary.dropped, 280);
+    assert_eq!(summary.failures, [(ErrorKind::Http(503), 280)]);
+    assert!(regsaga::RegistrationResult::from(&saga).errors[0].contains("after 300 attempts"));
+}
+
+/// How many distinct times, over what span, the retries of 100 sagas
+/// took after they all failed `failures` times together.
+async fn retry_spread(initial: Duration, max: Duration, failures: u32) -> (usize, Duration) {
+    let dir = tempfile::tempdir().unwrap();
+    let services = Scripted::default();
+    services.fail_attempts(Step::CreateProfile, failures, http(503));
+    let mut policies = Policies::default();
+    policies.external.initial_interval = initial;
+    policies.external.max_interval = max;
+    let engine = engine_with(&dir, &services, policies);
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..100 {
+        let engine = engine.clone();
+        let email = format!(r#"{{"email":"p{i}@example.com","fullName":"P"}}"#);
+        tasks.spawn(async move { engine.register(registration(&email)).await.unwrap() });
+    }
+    let mut sagas = Vec::new();
+    while let Some(saga) = tasks.join_next().await {
+        sagas.push(saga.unwrap());
+    }
+
+    // The last failing attempts happened together; the retries after
+    // them start where the jitter put them.
+    let failed_at: Vec<_> = sagas
+        .iter()
+        .map(|s| s.history[failures as usize - 1].started_at)
+        .collect();
+    assert!(failed_at.windows(2).all(|w| w[0] == w[1]), "one instant");
+    let mut retries: Vec<_> = sagas
+        .iter()
+        .map(|s| s.history[failures as usize].started_at)
+        .collect();
+    retries.sort();
+    retries.dedup();
+    let spread = (*retries.last().unwrap() - retries[0]).to_std().unwrap();
+    (retries.len(), spread)
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_of_sagas_failing_together_are_spread_by_jitter() {
+    // First retry: bound 10 s.
+    let (distinct, spread) =
+        retry_spread(Duration::from_secs(10), Duration::from_secs(60), 1).await;
+    assert!(distinct >= 90, "{distinct} distinct retry times");
+    assert!(spread >= Duration::from_secs(5), "{spread:?}");
+
+    // The bound already at its maximum of 20 s.
+    let (distinct, spread) =
+        retry_spread(Duration::from_secs(20), Duration::from_secs(20), 1).await;
+    assert!(distinct >= 90, "{distinct} distinct retry times");
+    assert!(spread >= Duration::from_secs(10), "{spread:?}");
 }

@@ -1,5 +1,7 @@
 //! `regsaga inspect list|show`: read-only views of a store.
 
+use std::io::Write;
+
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use comfy_table::{presets, Table};
@@ -84,9 +86,11 @@ fn list(args: ListArgs) -> anyhow::Result<u8> {
         }
     }
 
+    let mut out = std::io::stdout().lock();
     if args.json {
         for row in &rows {
-            println!("{}", serde_json::to_string(row)?);
+            serde_json::to_writer(&mut out, row)?;
+            writeln!(out)?;
         }
         return Ok(exit::OK);
     }
@@ -105,7 +109,7 @@ fn list(args: ListArgs) -> anyhow::Result<u8> {
             row.updated_at,
         ]);
     }
-    println!("{table}");
+    writeln!(out, "{table}")?;
     Ok(exit::OK)
 }
 
@@ -113,10 +117,12 @@ fn show(args: ShowArgs) -> anyhow::Result<u8> {
     let store = open(&args.store)?;
     let saga = find(&store, &args.id)?;
     let detail = SagaDetail::from(&saga);
+    let mut out = std::io::stdout().lock();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&detail)?);
+        serde_json::to_writer_pretty(&mut out, &detail)?;
+        writeln!(out)?;
     } else {
-        print!("{}", render(&detail));
+        write!(out, "{}", render(&detail))?;
     }
     Ok(exit::OK)
 }

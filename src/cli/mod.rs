@@ -130,19 +130,20 @@ async fn start(
     services: &ServiceArgs,
     config: &Config,
 ) -> anyhow::Result<Running> {
+    // Everything that can be refused is checked before the store is
+    // opened, so a refused command leaves no store behind.
+    let endpoints = config.endpoints(services.services.as_deref())?;
+    anyhow::ensure!(
+        endpoints.is_none() || services.faults.is_empty(),
+        "--fault applies to the embedded sandbox only, and services are configured; \
+         pass --fault to `regsaga sandbox` instead"
+    );
+    let crash = crash_point()?;
     let path = store.store_path(config);
-    let durability = config.store.durability;
-    let store = open_store(&path, durability)?;
+    let store = open_store(&path, config.store.durability)?;
 
-    let (endpoints, sandbox) = match config.endpoints(services.services.as_deref())? {
-        Some(endpoints) => {
-            anyhow::ensure!(
-                services.faults.is_empty(),
-                "--fault applies to the embedded sandbox only, and services are configured; \
-                 pass --fault to `regsaga sandbox` instead"
-            );
-            (endpoints, None)
-        }
+    let (endpoints, sandbox) = match endpoints {
+        Some(endpoints) => (endpoints, None),
         None => {
             let options = sbx::Options {
                 faults: services.faults.clone(),
@@ -157,8 +158,11 @@ async fn start(
         }
     };
 
-    let http = HttpServices::new(endpoints, config.services.connect_timeout)
-        .context("could not set up the HTTP client")?;
+    let policies = &config.retry;
+    let http = HttpServices::new(endpoints, |service| {
+        policies.for_service(service).connect_timeout
+    })
+    .context("could not set up the HTTP client")?;
     let options = Options {
         policies: config.retry.clone(),
         concurrency: services
@@ -167,7 +171,7 @@ async fn start(
             .or(config.concurrency)
             .unwrap_or(regsaga::engine::DEFAULT_CONCURRENCY),
         jitter_seed: services.seed,
-        crash: crash_point()?,
+        crash,
     };
     let engine = Engine::new(store, http, options)?;
     Ok(Running { engine, sandbox })
@@ -185,6 +189,18 @@ fn open_store(path: &Path, durability: Durability) -> anyhow::Result<SledStore> 
     Ok(SledStore::open(path, durability)?)
 }
 
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        let kind = match cause.downcast_ref::<std::io::Error>() {
+            Some(io) => Some(io.kind()),
+            None => cause
+                .downcast_ref::<serde_json::Error>()
+                .and_then(serde_json::Error::io_error_kind),
+        };
+        kind == Some(std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 fn init_logging(cli: &Cli) {
     use tracing_subscriber::EnvFilter;
 
@@ -198,6 +214,7 @@ fn init_logging(cli: &Cli) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false);
     match cli.log_format {
         LogFormat::Text => builder.init(),
@@ -238,6 +255,8 @@ pub fn main() -> ExitCode {
 
     match result {
         Ok(code) => exit::code(code),
+        // A reader that stopped early (`| head`) is not an error.
+        Err(error) if is_broken_pipe(&error) => exit::code(exit::OK),
         Err(error) => {
             eprintln!("error: {error:#}");
             exit::code(exit::ERROR)

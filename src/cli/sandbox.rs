@@ -1,5 +1,6 @@
 //! `regsaga sandbox`: serve the sandbox services until interrupted.
 
+use std::io::Write;
 use std::net::SocketAddr;
 
 use anyhow::Context;
@@ -35,7 +36,7 @@ pub async fn sandbox(args: SandboxArgs) -> anyhow::Result<u8> {
         .with_context(|| format!("could not listen on {}", args.addr))?;
 
     // The URL on stdout, so scripts can read the port chosen for port 0.
-    println!("{}", sandbox.url());
+    writeln!(std::io::stdout(), "{}", sandbox.url())?;
     eprintln!(
         "regsaga: sandbox services at {}; Ctrl-C stops",
         sandbox.url()

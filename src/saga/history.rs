@@ -29,6 +29,43 @@ pub struct Attempt {
     /// When the next attempt was scheduled, if this one led to a retry.
     #[serde(with = "chrono::serde::ts_microseconds_option")]
     pub next_due: Option<DateTime<Utc>>,
+    /// Set on the attempt after which the step gave up, and why.
+    pub gave_up: Option<GiveUp>,
+}
+
+/// Why a step stopped retrying.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GiveUp {
+    /// The failure would not change on a retry (a 4xx, a decline).
+    NotRetryable,
+    /// The policy's `max_attempts` were all made.
+    AttemptsExhausted,
+    /// The next attempt could not start within the step's budget.
+    BudgetExhausted,
+}
+
+impl GiveUp {
+    pub fn label(self) -> &'static str {
+        match self {
+            GiveUp::NotRetryable => "not-retryable",
+            GiveUp::AttemptsExhausted => "attempts-exhausted",
+            GiveUp::BudgetExhausted => "budget-exhausted",
+        }
+    }
+}
+
+/// Attempts of a step that were dropped from the full history to keep it
+/// bounded; their number and the first one's start are kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    pub step: Step,
+    /// Attempts no longer kept in full.
+    pub dropped: u32,
+    /// When the step's first attempt started (its budget counts from it).
+    #[serde(with = "chrono::serde::ts_microseconds")]
+    pub first_started_at: DateTime<Utc>,
+    /// How many of the dropped attempts failed, by kind.
+    pub failures: Vec<(ErrorKind, u32)>,
 }
 
 impl Attempt {

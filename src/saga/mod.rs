@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::registration::Registration;
-pub use history::{Attempt, AttemptOutcome};
+pub use history::{Attempt, AttemptOutcome, GiveUp, Summary};
 
 /// The current time at the precision the store keeps (microseconds), so
 /// that a saga read back equals the saga written.
@@ -290,9 +290,15 @@ pub struct Saga {
     pub registration: Registration,
     pub state: State,
     pub report: Report,
-    /// Every attempt of every step, oldest first.
+    /// Attempts of every step, oldest first: each step's latest
+    /// [`MAX_KEPT_ATTEMPTS`] in full.
     pub history: Vec<Attempt>,
+    /// What was dropped from `history`, per step.
+    pub summaries: Vec<Summary>,
 }
+
+/// Attempts of one step kept in full; older ones are summarised.
+pub const MAX_KEPT_ATTEMPTS: usize = 20;
 
 impl Saga {
     /// A new saga, ready to create the profile.
@@ -319,6 +325,7 @@ impl Saga {
                 errors: Vec::new(),
             },
             history: Vec::new(),
+            summaries: Vec::new(),
         }
     }
 
@@ -329,10 +336,29 @@ impl Saga {
         format!("{}:{}", self.id, step.name())
     }
 
-    /// Attempts started for `step` so far, including interrupted ones.
+    /// Attempts started for `step` so far, including interrupted ones and
+    /// those summarised.
     pub fn attempts(&self, step: Step) -> u32 {
-        let n = self.history.iter().filter(|a| a.step == step).count();
-        u32::try_from(n).unwrap_or(u32::MAX)
+        let kept = self.history.iter().filter(|a| a.step == step).count();
+        let kept = u32::try_from(kept).unwrap_or(u32::MAX);
+        kept.saturating_add(self.summary(step).map_or(0, |s| s.dropped))
+    }
+
+    /// The summary of `step`'s dropped attempts, if any were dropped.
+    pub fn summary(&self, step: Step) -> Option<&Summary> {
+        self.summaries.iter().find(|s| s.step == step)
+    }
+
+    /// When `step`'s first attempt started, if it has started.
+    pub fn first_started_at(&self, step: Step) -> Option<DateTime<Utc>> {
+        match self.summary(step) {
+            Some(summary) => Some(summary.first_started_at),
+            None => self
+                .history
+                .iter()
+                .find(|a| a.step == step)
+                .map(|a| a.started_at),
+        }
     }
 
     /// The final status the saga has, or would have if it ended now.

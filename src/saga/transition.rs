@@ -11,7 +11,8 @@
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::{
-    Attempt, AttemptOutcome, FinalStatus, Notification, PaymentState, Saga, State, Step, StepError,
+    Attempt, AttemptOutcome, FinalStatus, GiveUp, Notification, PaymentState, Saga, State, Step,
+    StepError, Summary, MAX_KEPT_ATTEMPTS,
 };
 use crate::retry::{decide, Decision, Policies};
 use crate::services::{
@@ -141,6 +142,7 @@ fn begin(saga: &mut Saga, step: Step, request: Request, now: DateTime<Utc>) -> E
         ended_at: None,
         outcome: AttemptOutcome::Pending,
         next_due: None,
+        gave_up: None,
     });
     saga.state = State::InFlight {
         step,
@@ -190,7 +192,10 @@ fn succeed(saga: &mut Saga, step: Step, output: StepOutput, now: DateTime<Utc>) 
                 format!("{} service returned an unexpected response", step.service()),
             );
             close_attempt(saga, step, &error, now);
-            return give_up(saga, step, &error.reason);
+            if let Some(last) = saga.history.last_mut() {
+                last.gave_up = Some(GiveUp::NotRetryable);
+            }
+            return give_up_step(saga, step, &error.reason);
         }
     }
 
@@ -211,27 +216,85 @@ fn fail(
 ) -> Effect {
     close_attempt(saga, step, error, now);
 
-    let policy = policies.for_class(step.class());
+    let policy = policies.for_step(step);
     let attempts = saga.attempts(step);
-    match decide(error) {
-        Decision::Retry if attempts < policy.max_attempts => {
+    let give_up = match decide(error) {
+        Decision::Stop => GiveUp::NotRetryable,
+        Decision::Retry if attempts >= policy.max_attempts => GiveUp::AttemptsExhausted,
+        Decision::Retry => {
+            // The larger of the backoff and the server's Retry-After.
             let wait = policy.delay(attempts, jitter);
             let wait = wait.max(error.retry_after.unwrap_or_default());
             let due = add_saturating(now, wait);
-            if let Some(last) = saga.history.last_mut() {
-                last.next_due = Some(due);
+            let first = saga.first_started_at(step).unwrap_or(now);
+            if due > add_saturating(first, policy.step_budget) {
+                GiveUp::BudgetExhausted
+            } else {
+                if let Some(last) = saga.history.last_mut() {
+                    last.next_due = Some(due);
+                }
+                saga.state = State::Ready {
+                    step,
+                    due: Some(due),
+                };
+                compact(saga, step);
+                return Effect::Wait(due);
             }
-            saga.state = State::Ready {
+        }
+    };
+
+    if let Some(last) = saga.history.last_mut() {
+        last.gave_up = Some(give_up);
+    }
+    let reason = match give_up {
+        GiveUp::NotRetryable => format!("{} (not retryable)", error.reason),
+        GiveUp::AttemptsExhausted => {
+            format!("{} (gave up after {attempts} attempts)", error.reason)
+        }
+        GiveUp::BudgetExhausted => format!(
+            "{} (gave up: a retry would end past the step's budget of {})",
+            error.reason,
+            humantime::format_duration(policy.step_budget)
+        ),
+    };
+    compact(saga, step);
+    give_up_step(saga, step, &reason)
+}
+
+/// Keeps a step's history bounded: its latest attempts in full, the
+/// older ones counted in its summary.
+fn compact(saga: &mut Saga, step: Step) {
+    let kept = saga.history.iter().filter(|a| a.step == step).count();
+    if kept <= MAX_KEPT_ATTEMPTS {
+        return;
+    }
+    let Some(index) = saga.history.iter().position(|a| a.step == step) else {
+        return;
+    };
+    let oldest = saga.history.remove(index);
+
+    let summary = match saga.summaries.iter().position(|s| s.step == step) {
+        Some(i) => &mut saga.summaries[i],
+        None => {
+            saga.summaries.push(Summary {
                 step,
-                due: Some(due),
-            };
-            Effect::Wait(due)
+                dropped: 0,
+                first_started_at: oldest.started_at,
+                failures: Vec::new(),
+            });
+            let last = saga.summaries.len() - 1;
+            &mut saga.summaries[last]
         }
-        Decision::Retry => {
-            let reason = format!("{} (gave up after {attempts} attempts)", error.reason);
-            give_up(saga, step, &reason)
-        }
-        Decision::Stop => give_up(saga, step, &error.reason),
+    };
+    summary.dropped = summary.dropped.saturating_add(1);
+    let kind = match oldest.outcome {
+        AttemptOutcome::Failed { kind, .. } => kind,
+        AttemptOutcome::Interrupted => ErrorKind::Interrupted,
+        AttemptOutcome::Pending | AttemptOutcome::Succeeded => return,
+    };
+    match summary.failures.iter_mut().find(|(k, _)| *k == kind) {
+        Some((_, n)) => *n = n.saturating_add(1),
+        None => summary.failures.push((kind, 1)),
     }
 }
 
@@ -262,7 +325,7 @@ fn pending_attempt(saga: &mut Saga, step: Step) -> Option<&mut Attempt> {
 
 /// Ends a step for good: a critical step fails the saga, any other step
 /// is reported once in `errors` and the saga moves on.
-fn give_up(saga: &mut Saga, step: Step, reason: &str) -> Effect {
+fn give_up_step(saga: &mut Saga, step: Step, reason: &str) -> Effect {
     saga.report.errors.push(StepError {
         step,
         message: format!("{}: {reason}", step.failure_prefix()),

@@ -31,7 +31,7 @@ pub(super) async fn record(
     });
     let endpoint = &services.endpoints.activity;
     let mut request = services
-        .client
+        .client(SERVICE)
         .post(endpoint.url("/internal/v1/activity-log"))
         .json(&body);
     if let Some(token) = &endpoint.secret {

@@ -32,7 +32,7 @@ pub(super) async fn send_mail(
     });
     let endpoint = &services.endpoints.email;
     let mut request = services
-        .client
+        .client(SERVICE)
         .post(endpoint.url("/v3/mail/send"))
         .json(&body);
     if let Some(key) = &endpoint.secret {

@@ -79,24 +79,52 @@ impl Endpoints {
 }
 
 /// Talks to the services over HTTP.
+///
+/// Services that share a connect timeout share one pooled client; the
+/// usual configuration has two (external and internal).
 pub struct HttpServices {
-    pub(super) client: reqwest::Client,
+    clients: Vec<(&'static str, reqwest::Client)>,
     pub(super) endpoints: Endpoints,
 }
 
 impl HttpServices {
-    /// A client pool for `endpoints`.
+    /// Client pools for `endpoints`, each service connecting within
+    /// `connect_timeout(service)`.
     ///
     /// # Errors
     ///
     /// The TLS backend could not be initialised.
-    pub fn new(endpoints: Endpoints, connect_timeout: Duration) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(connect_timeout)
-            .pool_idle_timeout(Duration::from_secs(30))
-            .user_agent(concat!("regsaga/", env!("CARGO_PKG_VERSION")))
-            .build()?;
-        Ok(HttpServices { client, endpoints })
+    pub fn new(
+        endpoints: Endpoints,
+        connect_timeout: impl Fn(&str) -> Duration,
+    ) -> Result<Self, reqwest::Error> {
+        let mut pools: Vec<(Duration, reqwest::Client)> = Vec::new();
+        let mut clients = Vec::new();
+        for (service, _) in crate::retry::SERVICES {
+            let timeout = connect_timeout(service);
+            let client = match pools.iter().find(|(t, _)| *t == timeout) {
+                Some((_, client)) => client.clone(),
+                None => {
+                    let client = reqwest::Client::builder()
+                        .connect_timeout(timeout)
+                        .pool_idle_timeout(Duration::from_secs(30))
+                        .user_agent(concat!("regsaga/", env!("CARGO_PKG_VERSION")))
+                        .build()?;
+                    pools.push((timeout, client.clone()));
+                    client
+                }
+            };
+            clients.push((service, client));
+        }
+        Ok(HttpServices { clients, endpoints })
+    }
+
+    /// The pooled client of one service.
+    pub(super) fn client(&self, service: &str) -> &reqwest::Client {
+        self.clients
+            .iter()
+            .find(|(name, _)| *name == service)
+            .map_or(&self.clients[0].1, |(_, client)| client)
     }
 }
 

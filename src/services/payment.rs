@@ -61,7 +61,7 @@ pub(super) async fn charge(
     ];
     let endpoint = &services.endpoints.payment;
     let mut request = services
-        .client
+        .client(SERVICE)
         .post(endpoint.url("/v1/payment_intents"))
         .form(&form);
     if let Some(key) = &endpoint.secret {

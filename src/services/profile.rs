@@ -70,7 +70,7 @@ pub(super) async fn create(
     });
     let url = services.endpoints.profile.url("/scim/v2/Users");
     let request = services
-        .client
+        .client(SERVICE)
         .post(url)
         .header("Content-Type", "application/scim+json")
         .body(body.to_string());
@@ -103,7 +103,10 @@ pub(super) async fn create(
 async fn adopt(services: &HttpServices, call: &Call) -> Result<StepOutput, CallError> {
     let filter = format!("externalId eq \"{}\"", call.saga_id);
     let url = services.endpoints.profile.url("/scim/v2/Users");
-    let request = services.client.get(url).query(&[("filter", filter)]);
+    let request = services
+        .client(SERVICE)
+        .get(url)
+        .query(&[("filter", filter)]);
     let response = send(traced(authorized(services, request), call), SERVICE).await?;
     if !response.status().is_success() {
         return Err(status_error(&response, SERVICE, None));
@@ -140,7 +143,7 @@ pub(super) async fn update_status(
     let path = format!("/scim/v2/Users/{}", urlencode(user_id));
     let url = services.endpoints.profile.url(&path);
     let request = services
-        .client
+        .client(SERVICE)
         .patch(url)
         .header("Content-Type", "application/scim+json")
         .body(body.to_string());

@@ -39,7 +39,7 @@ pub(super) async fn send_sms(
         ("From", endpoints.sms_from.as_str()),
         ("Body", body),
     ];
-    let mut request = services.client.post(url).form(&form);
+    let mut request = services.client(SERVICE).post(url).form(&form);
     if let Some(token) = &endpoints.sms.secret {
         request = request.basic_auth(sid, Some(token));
     }

@@ -2,22 +2,26 @@
 //!
 //! A writer inserts its record into sled, then calls [`Flusher::commit`],
 //! which hands it a ticket and waits until a flush that began after its
-//! insert has returned. One background thread runs the flushes: each takes
-//! every ticket issued so far, so writers that arrive while a flush runs
-//! share the next one. Under load, one `fsync` covers many transitions;
-//! alone, a writer waits for exactly one flush.
+//! insert has returned. One flusher task runs the flushes, each on tokio's
+//! blocking pool: a flush takes every ticket issued before it began, so
+//! writers that arrive while a flush runs share the next one. Under load,
+//! one `fdatasync` covers many transitions; alone, a writer waits for
+//! exactly one flush.
+//!
+//! The flush runs through `spawn_blocking` rather than on a thread of our
+//! own so that tokio knows work is under way: on a paused test clock, time
+//! does not jump ahead while a flush runs.
 
 use std::fs::File;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
-use std::thread::JoinHandle;
+use std::sync::{Arc, OnceLock, Weak};
 
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 use super::{Durability, Error, Stats};
 
-/// What the flusher thread has made durable so far.
+/// What the flusher has made durable so far.
 #[derive(Debug, Clone, Default)]
 struct Progress {
     /// Every ticket up to and including this one is durable.
@@ -26,10 +30,14 @@ struct Progress {
     failed: Option<String>,
 }
 
+/// Owned by the [`Flusher`]; the task holds it only while flushing, so
+/// dropping the store closes sled at once.
 struct Shared {
+    db: sled::Db,
+    /// The log file to `fdatasync`, in power mode.
+    log: Option<File>,
     issued: AtomicU64,
-    stop: Mutex<bool>,
-    wake: Condvar,
+    wake: Arc<Notify>,
     progress: watch::Sender<Progress>,
     commits: AtomicU64,
     flushes: AtomicU64,
@@ -39,33 +47,34 @@ struct Shared {
 /// The group-commit flusher of one sled database.
 pub struct Flusher {
     shared: Arc<Shared>,
-    thread: Option<JoinHandle<()>>,
+    started: OnceLock<()>,
 }
 
 impl Flusher {
-    /// Starts the flusher thread for `db`, whose log file is `log`.
-    pub fn start(db: sled::Db, log: &Path, durability: Durability) -> std::io::Result<Flusher> {
+    /// A flusher for `db`, whose log file is `log`. Its task starts with
+    /// the first commit, on that commit's runtime.
+    ///
+    /// # Errors
+    ///
+    /// The log file cannot be opened (power mode only).
+    pub fn new(db: sled::Db, log: &Path, durability: Durability) -> std::io::Result<Flusher> {
         let log = match durability {
             Durability::Power => Some(File::open(log)?),
             Durability::Process => None,
         };
         let shared = Arc::new(Shared {
+            db,
+            log,
             issued: AtomicU64::new(0),
-            stop: Mutex::new(false),
-            wake: Condvar::new(),
+            wake: Arc::new(Notify::new()),
             progress: watch::Sender::new(Progress::default()),
             commits: AtomicU64::new(0),
             flushes: AtomicU64::new(0),
             fsyncs: AtomicU64::new(0),
         });
-
-        let thread_shared = Arc::clone(&shared);
-        let thread = std::thread::Builder::new()
-            .name("regsaga-flusher".into())
-            .spawn(move || run(&thread_shared, &db, log.as_ref()))?;
         Ok(Flusher {
             shared,
-            thread: Some(thread),
+            started: OnceLock::new(),
         })
     }
 
@@ -79,13 +88,14 @@ impl Flusher {
     ///
     /// Dropping the future stops the wait, not the flush.
     pub async fn commit(&self) -> Result<(), Error> {
+        self.started.get_or_init(|| {
+            let wake = Arc::clone(&self.shared.wake);
+            tokio::spawn(run(Arc::downgrade(&self.shared), wake));
+        });
         let shared = &self.shared;
         let mut progress = shared.progress.subscribe();
         let ticket = shared.issued.fetch_add(1, Ordering::SeqCst) + 1;
         shared.commits.fetch_add(1, Ordering::Relaxed);
-
-        // Taking the lock orders this wake-up after the thread's check.
-        drop(shared.stop.lock().unwrap_or_else(|p| p.into_inner()));
         shared.wake.notify_one();
 
         let seen = progress
@@ -109,32 +119,32 @@ impl Flusher {
 
 impl Drop for Flusher {
     fn drop(&mut self) {
-        *self.shared.stop.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        // The task finds the store gone and ends.
         self.shared.wake.notify_one();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 
-/// The flusher thread: sleep until a ticket is waiting, flush, publish.
-fn run(shared: &Shared, db: &sled::Db, log: Option<&File>) {
+/// The flusher task: wait for a ticket, flush, publish.
+async fn run(shared: Weak<Shared>, wake: Arc<Notify>) {
     let mut durable = 0;
     loop {
-        let mut stop = shared.stop.lock().unwrap_or_else(|p| p.into_inner());
-        while !*stop && shared.issued.load(Ordering::SeqCst) == durable {
-            stop = shared.wake.wait(stop).unwrap_or_else(|p| p.into_inner());
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        if shared.issued.load(Ordering::SeqCst) == durable {
+            drop(shared);
+            wake.notified().await;
+            continue;
         }
-        let stopping = *stop;
-        drop(stop);
 
         // Every ticket issued by now belongs to an insert that finished
         // before it, so one flush covers them all.
         let target = shared.issued.load(Ordering::SeqCst);
-        if target == durable && stopping {
-            return;
-        }
-        match flush(shared, db, log) {
+        let flusher = Arc::clone(&shared);
+        let flushed = tokio::task::spawn_blocking(move || flush(&flusher))
+            .await
+            .unwrap_or_else(|e| Err(format!("the flush task failed: {e}")));
+        match flushed {
             Ok(()) => {
                 durable = target;
                 shared.progress.send_modify(|p| p.durable = target);
@@ -149,10 +159,10 @@ fn run(shared: &Shared, db: &sled::Db, log: Option<&File>) {
 
 /// The one place that makes writes durable: sled's flush, then, in power
 /// mode, `fdatasync` on the log file, which also empties the device cache.
-fn flush(shared: &Shared, db: &sled::Db, log: Option<&File>) -> Result<(), String> {
-    db.flush().map_err(|e| e.to_string())?;
+fn flush(shared: &Shared) -> Result<(), String> {
+    shared.db.flush().map_err(|e| e.to_string())?;
     shared.flushes.fetch_add(1, Ordering::Relaxed);
-    if let Some(file) = log {
+    if let Some(file) = &shared.log {
         file.sync_data().map_err(|e| e.to_string())?;
         shared.fsyncs.fetch_add(1, Ordering::Relaxed);
     }

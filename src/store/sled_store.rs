@@ -30,7 +30,6 @@ pub struct SledStore {
     emails: sled::Tree,
     unfinished: sled::Tree,
     flusher: Flusher,
-    // Declared last: dropped after the flusher thread has stopped.
     _db: sled::Db,
 }
 
@@ -77,7 +76,7 @@ impl SledStore {
 
         sync_dir(path);
         let flusher =
-            Flusher::start(db.clone(), &path.join("db"), durability).map_err(|e| Error::Open {
+            Flusher::new(db.clone(), &path.join("db"), durability).map_err(|e| Error::Open {
                 path: path.to_owned(),
                 reason: e.to_string(),
             })?;
