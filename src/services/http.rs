@@ -213,12 +213,20 @@ pub(super) fn status_error(response: &Response, service: &str, detail: Option<&s
 
 /// `Retry-After` in either form: delay-seconds or an HTTP date.
 fn retry_after(response: &Response) -> Option<Duration> {
-    let value = response.headers().get("retry-after")?.to_str().ok()?.trim();
+    let value = response.headers().get("retry-after")?.to_str().ok()?;
+    parse_retry_after(value, chrono::Utc::now())
+}
+
+/// Parses a `Retry-After` value (RFC 9110 §10.2.3): a number of seconds,
+/// or an HTTP date, from which the wait is counted from `now`. A date in
+/// the past means no wait; an unreadable value is ignored.
+pub fn parse_retry_after(value: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
+    let value = value.trim();
     if let Ok(seconds) = value.parse::<u64>() {
         return Some(Duration::from_secs(seconds));
     }
     let date = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    let wait = date.with_timezone(&chrono::Utc) - chrono::Utc::now();
+    let wait = date.with_timezone(&chrono::Utc) - now;
     Some(wait.to_std().unwrap_or_default())
 }
 
@@ -231,4 +239,31 @@ pub(super) fn invalid_response(service: &str) -> CallError {
             super::title(service)
         ),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_in_both_forms() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-12-03T10:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let parse = |v| parse_retry_after(v, now);
+
+        assert_eq!(parse("120"), Some(Duration::from_secs(120)));
+        assert_eq!(parse(" 0 "), Some(Duration::ZERO));
+        assert_eq!(
+            parse("Thu, 03 Dec 2026 10:00:30 GMT"),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            parse("Thu, 03 Dec 2026 09:00:00 GMT"),
+            Some(Duration::ZERO),
+            "past"
+        );
+        assert_eq!(parse("-5"), None);
+        assert_eq!(parse("soon"), None);
+    }
 }
