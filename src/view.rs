@@ -60,6 +60,10 @@ pub struct StepView {
     pub step: String,
     pub service: String,
     pub idempotency_key: String,
+    /// Attempts in all, including those no longer kept in full.
+    pub attempt_count: u32,
+    /// Older attempts dropped from `attempts` to keep history bounded.
+    pub earlier_attempts: u32,
     pub attempts: Vec<AttemptView>,
 }
 
@@ -78,6 +82,9 @@ pub struct AttemptView {
     pub message: Option<String>,
     pub retry_after_ms: Option<u64>,
     pub next_due: Option<String>,
+    /// On the step's last attempt if it gave up: `not-retryable`,
+    /// `attempts-exhausted` or `budget-exhausted`.
+    pub gave_up: Option<String>,
 }
 
 pub fn time(t: DateTime<Utc>) -> String {
@@ -137,7 +144,7 @@ fn waiting(saga: &Saga) -> Option<Waiting> {
 }
 
 fn steps(saga: &Saga) -> Vec<StepView> {
-    let mut order: Vec<Step> = Vec::new();
+    let mut order: Vec<Step> = saga.summaries.iter().map(|s| s.step).collect();
     for attempt in &saga.history {
         if !order.contains(&attempt.step) {
             order.push(attempt.step);
@@ -149,6 +156,8 @@ fn steps(saga: &Saga) -> Vec<StepView> {
             step: step.name().to_owned(),
             service: step.service().to_owned(),
             idempotency_key: saga.idempotency_key(step),
+            attempt_count: saga.attempts(step),
+            earlier_attempts: saga.summary(step).map_or(0, |s| s.dropped),
             attempts: saga
                 .history
                 .iter()
@@ -194,6 +203,7 @@ impl From<&Attempt> for AttemptView {
             message,
             retry_after_ms,
             next_due: a.next_due.map(time),
+            gave_up: a.gave_up.map(|g| g.label().to_owned()),
         }
     }
 }

@@ -647,13 +647,21 @@ fn check_show(
         "message",
         "retryAfterMs",
         "nextDue",
+        "gaveUp",
     ]);
     let steps = detail["steps"].as_array().unwrap();
     assert_eq!(steps[0]["step"], "create-profile");
     assert_eq!(steps.last().unwrap()["step"], "record-activity");
     let mut attempts = 0;
     for step in steps {
-        let step_keys = BTreeSet::from(["step", "service", "idempotencyKey", "attempts"]);
+        let step_keys = BTreeSet::from([
+            "step",
+            "service",
+            "idempotencyKey",
+            "attemptCount",
+            "earlierAttempts",
+            "attempts",
+        ]);
         assert_eq!(keys(step), step_keys);
         for attempt in step["attempts"].as_array().unwrap() {
             assert_eq!(keys(attempt), attempt_keys, "{attempt}");

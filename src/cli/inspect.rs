@@ -197,6 +197,9 @@ fn render(d: &SagaDetail) -> String {
             if let Some(due) = &a.next_due {
                 let _ = write!(s, "; next attempt at {due}");
             }
+            if let Some(reason) = &a.gave_up {
+                let _ = write!(s, "; gave up ({reason})");
+            }
             let _ = writeln!(s);
         }
     }

@@ -220,25 +220,26 @@ fn fail(
     let attempts = saga.attempts(step);
     let give_up = match decide(error) {
         Decision::Stop => GiveUp::NotRetryable,
-        Decision::Retry if attempts >= policy.max_attempts => GiveUp::AttemptsExhausted,
         Decision::Retry => {
             // The larger of the backoff and the server's Retry-After.
             let wait = policy.delay(attempts, jitter);
             let wait = wait.max(error.retry_after.unwrap_or_default());
             let due = add_saturating(now, wait);
             let first = saga.first_started_at(step).unwrap_or(now);
-            if due > add_saturating(first, policy.step_budget) {
-                GiveUp::BudgetExhausted
-            } else {
-                if let Some(last) = saga.history.last_mut() {
-                    last.next_due = Some(due);
-                }
-                saga.state = State::Ready {
-                    step,
-                    due: Some(due),
-                };
-                compact(saga, step);
-                return Effect::Wait(due);
+            let exhausted = attempts >= policy.max_attempts;
+            let over_budget = due > add_saturating(first, policy.step_budget);
+
+            // An attempt in doubt may have taken effect (a charge made, a
+            // profile created). Giving up on it would report a failure
+            // that may be false, so a few more attempts with the same key
+            // ask the service what happened, past the limits if need be.
+            let resolving = error.kind.is_in_doubt()
+                && attempts < policy.max_attempts.saturating_add(IN_DOUBT_RETRIES);
+            match (exhausted, over_budget) {
+                (false, false) => return schedule_retry(saga, step, due),
+                _ if resolving => return schedule_retry(saga, step, due),
+                (true, _) => GiveUp::AttemptsExhausted,
+                (false, true) => GiveUp::BudgetExhausted,
             }
         }
     };
@@ -246,19 +247,44 @@ fn fail(
     if let Some(last) = saga.history.last_mut() {
         last.gave_up = Some(give_up);
     }
+    let unknown = if error.kind.is_in_doubt() {
+        "; the last attempt's outcome is unknown"
+    } else {
+        ""
+    };
     let reason = match give_up {
         GiveUp::NotRetryable => format!("{} (not retryable)", error.reason),
         GiveUp::AttemptsExhausted => {
-            format!("{} (gave up after {attempts} attempts)", error.reason)
+            format!(
+                "{} (gave up after {attempts} attempts{unknown})",
+                error.reason
+            )
         }
         GiveUp::BudgetExhausted => format!(
-            "{} (gave up: a retry would end past the step's budget of {})",
+            "{} (gave up: a retry would end past the step's budget of {}{unknown})",
             error.reason,
             humantime::format_duration(policy.step_budget)
         ),
     };
     compact(saga, step);
     give_up_step(saga, step, &reason)
+}
+
+/// Attempts allowed past `max_attempts` (and past the step budget) when
+/// the last attempt is in doubt, to learn its outcome.
+pub const IN_DOUBT_RETRIES: u32 = 2;
+
+/// Moves the saga to wait for another attempt of `step` at `due`.
+fn schedule_retry(saga: &mut Saga, step: Step, due: DateTime<Utc>) -> Effect {
+    if let Some(last) = saga.history.last_mut() {
+        last.next_due = Some(due);
+    }
+    saga.state = State::Ready {
+        step,
+        due: Some(due),
+    };
+    compact(saga, step);
+    Effect::Wait(due)
 }
 
 /// Keeps a step's history bounded: its latest attempts in full, the
@@ -659,6 +685,42 @@ mod tests {
         assert!(s.report.errors[0]
             .message
             .ends_with("(gave up after 5 attempts)"));
+    }
+
+    #[test]
+    fn an_attempt_in_doubt_is_never_the_last_within_the_extra_retries() {
+        let policies = Policies::default();
+        let fail_with = |kind: ErrorKind| {
+            let mut s = saga(BARE);
+            let mut effects = Vec::new();
+            for _ in 0..10 {
+                let now = crate::saga::now();
+                apply(&mut s, Event::Begin { now }, &policies).unwrap();
+                let ended = Event::Ended {
+                    now,
+                    result: Err(CallError::new(kind, "x")),
+                    jitter: 0.0,
+                };
+                let effect = apply(&mut s, ended, &policies).unwrap();
+                effects.push(effect.clone());
+                if effect == Effect::Done {
+                    break;
+                }
+            }
+            (s, effects.len())
+        };
+
+        let (_, attempts) = fail_with(ErrorKind::Http(503));
+        assert_eq!(attempts, 5);
+        let (s, attempts) = fail_with(ErrorKind::Timeout);
+        assert_eq!(attempts as u32, 5 + IN_DOUBT_RETRIES);
+        assert!(
+            s.report.errors[0]
+                .message
+                .ends_with("the last attempt's outcome is unknown)"),
+            "{}",
+            s.report.errors[0].message
+        );
     }
 
     #[test]

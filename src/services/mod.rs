@@ -179,6 +179,23 @@ impl CallError {
     }
 }
 
+impl ErrorKind {
+    /// Whether the request may have taken effect although no answer
+    /// says so: it timed out, the connection broke after sending, or the
+    /// process died during it.
+    pub fn is_in_doubt(self) -> bool {
+        match self {
+            ErrorKind::Timeout | ErrorKind::Transport | ErrorKind::Interrupted => true,
+            ErrorKind::Connect
+            | ErrorKind::Http(_)
+            | ErrorKind::KeyInUse
+            | ErrorKind::Declined
+            | ErrorKind::Conflict
+            | ErrorKind::InvalidResponse => false,
+        }
+    }
+}
+
 impl fmt::Display for ErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
