@@ -100,9 +100,32 @@ impl Config {
         self.retry
             .validate()
             .map_err(|e| Error::Invalid(e.to_string()))?;
-        if self.concurrency == Some(0) {
-            return Err(Error::Invalid("concurrency must be at least 1".into()));
+        if let Some(n) = self.concurrency {
+            if !(1..=MAX_CONCURRENCY).contains(&n) {
+                return Err(Error::Invalid(format!(
+                    "concurrency is {n}; it must be between 1 and {MAX_CONCURRENCY}"
+                )));
+            }
         }
+        let services = &self.services;
+        check_url("services.base_url", services.base_url.as_deref())?;
+        check_url(
+            "services.profile.base_url",
+            services.profile.base_url.as_deref(),
+        )?;
+        check_url(
+            "services.payment.base_url",
+            services.payment.base_url.as_deref(),
+        )?;
+        check_url(
+            "services.email.base_url",
+            services.email.base_url.as_deref(),
+        )?;
+        check_url("services.sms.base_url", services.sms.base_url.as_deref())?;
+        check_url(
+            "services.activity.base_url",
+            services.activity.base_url.as_deref(),
+        )?;
         Ok(())
     }
 
@@ -143,6 +166,7 @@ impl Config {
             Ok(endpoint)
         };
 
+        check_url("--services", override_url)?;
         let mut endpoints = Endpoints::all_at("");
         endpoints.profile = endpoint("profile", &services.profile)?;
         endpoints.payment = endpoint("payment", &services.payment)?;
@@ -159,6 +183,26 @@ impl Config {
             endpoints.sms_account_sid.clone_from(sid);
         }
         Ok(Some(endpoints))
+    }
+}
+
+/// The most attempts in flight that a configuration may ask for.
+pub const MAX_CONCURRENCY: usize = 10_000;
+
+/// A base URL must be absolute http or https, with a host.
+fn check_url(name: &str, url: Option<&str>) -> Result<(), Error> {
+    let Some(url) = url else {
+        return Ok(());
+    };
+    let ok = reqwest::Url::parse(url)
+        .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!(
+            "{name} is {url:?}; it must be an http:// or https:// URL, \
+             for example http://127.0.0.1:8080"
+        )))
     }
 }
 
@@ -255,6 +299,26 @@ mod tests {
         );
         let all = config.endpoints(Some("http://x/")).unwrap().unwrap();
         assert_eq!(all.payment.base_url, "http://x");
+    }
+
+    #[test]
+    fn bad_urls_and_concurrency_are_refused_by_name() {
+        for (text, name) in [
+            (
+                "[services]\nbase_url = \"not a url\"\n",
+                "services.base_url",
+            ),
+            (
+                "[services.sms]\nbase_url = \"ftp://x\"\n",
+                "services.sms.base_url",
+            ),
+            ("concurrency = 100000\n", "concurrency"),
+        ] {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(name), "{err}");
+        }
+        let err = Config::default().endpoints(Some("notaurl")).unwrap_err();
+        assert!(err.to_string().contains("--services"), "{err}");
     }
 
     #[test]

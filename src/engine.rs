@@ -80,6 +80,9 @@ pub enum Error {
 
     #[error("no saga {0} in the store")]
     NotFound(SagaId),
+
+    #[error("saga {0} was left to resume later: the engine is stopping")]
+    Stopped(SagaId),
 }
 
 /// What [`Engine::submit`] did.
@@ -115,6 +118,7 @@ struct Inner<S, X> {
     owners: Mutex<HashMap<SagaId, Arc<tokio::sync::Mutex<()>>>>,
     rng: Mutex<SmallRng>,
     crash: Option<CrashAt>,
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl<S: Store, X: Services> Engine<S, X> {
@@ -139,6 +143,7 @@ impl<S: Store, X: Services> Engine<S, X> {
                 owners: Mutex::new(HashMap::new()),
                 rng: Mutex::new(rng),
                 crash: options.crash,
+                stopping: tokio::sync::watch::Sender::new(false),
             }),
         })
     }
@@ -244,11 +249,23 @@ impl<S: Store, X: Services> Engine<S, X> {
         while let Some(joined) = tasks.join_next().await {
             match joined {
                 Ok((_, Ok(saga))) => finished.push(saga),
+                Ok((_, Err(Error::Stopped(_)))) => {}
                 Ok((id, Err(error))) => warn!(saga.id = %id, %error, "saga not resumed"),
                 Err(error) => warn!(%error, "resume task failed"),
             }
         }
         Ok(finished)
+    }
+
+    /// Stops driving sagas: attempts in flight finish and are recorded,
+    /// no new attempt starts, and waits for a retry end at once. Every
+    /// saga stays resumable; [`Engine::run`] returns [`Error::Stopped`].
+    pub fn stop(&self) {
+        self.inner.stopping.send_replace(true);
+    }
+
+    fn is_stopping(&self) -> bool {
+        *self.inner.stopping.borrow()
     }
 
     /// The per-saga lock that keeps two tasks from driving one saga.
@@ -288,8 +305,14 @@ impl<S: Store, X: Services> Engine<S, X> {
                     return Err(mismatch(&saga, "drive"));
                 }
             };
+            if self.is_stopping() {
+                return Err(Error::Stopped(saga.id));
+            }
             match due {
-                Some(due) => self.wait_until(&saga, step, due).await,
+                Some(due) if !self.wait_until(&saga, step, due).await => {
+                    return Err(Error::Stopped(saga.id));
+                }
+                Some(_) => {}
                 None if saga.attempts(step) == 0 => {
                     self.crash_point(CrashPoint::BetweenSteps, step)
                 }
@@ -302,7 +325,8 @@ impl<S: Store, X: Services> Engine<S, X> {
     /// Sleeps until `due`. A due time read back from the store may come
     /// from a clock that has since been set back, so the wait is capped at
     /// what the policy could have asked for.
-    async fn wait_until(&self, saga: &Saga, step: Step, due: DateTime<Utc>) {
+    /// Returns `false` if the engine began to stop during the wait.
+    async fn wait_until(&self, saga: &Saga, step: Step, due: DateTime<Utc>) -> bool {
         let policy = self.inner.policies.for_step(step);
         let asked = saga
             .history
@@ -318,13 +342,20 @@ impl<S: Store, X: Services> Engine<S, X> {
 
         debug!(saga.id = %saga.id, step = step.name(), wait_ms = wait.as_millis() as u64,
                "waiting before retry");
-        tokio::time::sleep(wait).await;
+        let mut stopping = self.inner.stopping.subscribe();
+        tokio::select! {
+            () = tokio::time::sleep(wait) => true,
+            _ = stopping.wait_for(|stop| *stop) => false,
+        }
     }
 
     /// Runs one attempt of the current step: persist, call, persist.
     async fn attempt(&self, saga: &mut Saga) -> Result<(), Error> {
         let inner = &*self.inner;
         let _permit = inner.permits.acquire().await;
+        if self.is_stopping() {
+            return Err(Error::Stopped(saga.id));
+        }
 
         let effect = apply(saga, Event::Begin { now: self.now() }, &inner.policies)?;
         let Effect::Call(call) = effect else {

@@ -22,11 +22,44 @@ pub const MAX_AMOUNT_MINOR: u64 = 99_999_999;
 /// Currency used when an input names none.
 pub const DEFAULT_CURRENCY: &str = "usd";
 
+/// Accepted ISO 4217 currencies and the decimals of their minor unit.
+/// Amounts are sent in minor units, so the exponent decides the factor:
+/// 5.00 USD is 500, 500 JPY is 500. Three-decimal currencies (KWD, BHD…)
+/// are not accepted yet.
+pub const CURRENCIES: [(&str, u32); 25] = [
+    ("aud", 2),
+    ("brl", 2),
+    ("cad", 2),
+    ("chf", 2),
+    ("clp", 0),
+    ("cny", 2),
+    ("czk", 2),
+    ("dkk", 2),
+    ("eur", 2),
+    ("gbp", 2),
+    ("hkd", 2),
+    ("huf", 2),
+    ("ils", 2),
+    ("inr", 2),
+    ("jpy", 0),
+    ("krw", 0),
+    ("mxn", 2),
+    ("nok", 2),
+    ("nzd", 2),
+    ("pln", 2),
+    ("sek", 2),
+    ("sgd", 2),
+    ("usd", 2),
+    ("vnd", 0),
+    ("zar", 2),
+];
+
 /// One sign-up exactly as it arrives (camelCase JSON).
 ///
-/// Unknown fields are ignored, so senders may add their own.
+/// Unknown fields are refused: a misspelt `initialpayment` must not
+/// silently register someone without their payment.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RegistrationInput {
     pub email: Option<String>,
     pub full_name: Option<String>,
@@ -38,7 +71,7 @@ pub struct RegistrationInput {
 
 /// The optional first payment as it arrives.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PaymentInput {
     /// A JSON number in major units with at most two decimals.
     pub amount: serde_json::Value,
@@ -48,6 +81,7 @@ pub struct PaymentInput {
 
 /// What the user agreed to receive.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Preferences {
     #[serde(default)]
     pub newsletter: bool,
@@ -58,7 +92,7 @@ pub struct Preferences {
 /// A checked registration; this is what a saga stores and replays.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Registration {
-    /// Trimmed, with the domain lower-cased; the key for re-submission.
+    /// Trimmed and lower-cased; the key for re-submission.
     pub email: String,
     pub full_name: String,
     /// E.164: `+` and digits only.
@@ -74,6 +108,27 @@ pub struct Payment {
     /// ISO 4217, lower-case.
     pub currency: String,
     pub method: PaymentMethod,
+}
+
+impl Payment {
+    /// The amount in major units with its currency, e.g. `29.99 USD`.
+    pub fn display_amount(&self) -> String {
+        let exponent = CURRENCIES
+            .iter()
+            .find(|(code, _)| *code == self.currency)
+            .map_or(2, |(_, exponent)| *exponent);
+        let code = self.currency.to_ascii_uppercase();
+        if exponent == 0 {
+            return format!("{} {code}", self.amount_minor);
+        }
+        let factor = 10u64.pow(exponent);
+        let width = exponent as usize;
+        format!(
+            "{}.{:0width$} {code}",
+            self.amount_minor / factor,
+            self.amount_minor % factor
+        )
+    }
 }
 
 /// The payment methods regsaga accepts.
@@ -158,8 +213,8 @@ impl RegistrationInput {
     }
 }
 
-/// Trims an e-mail address, checks it, and lower-cases its domain: the
-/// form under which a registration is stored and found again.
+/// Trims an e-mail address, checks it, and lower-cases it: the form under
+/// which a registration is stored and found again.
 ///
 /// # Errors
 ///
@@ -179,12 +234,10 @@ fn check_email(raw: Option<&str>) -> Result<String, Invalid> {
     let parsed = email_address::EmailAddress::from_str(raw)
         .map_err(|_| invalid("email", "is not a valid e-mail address"))?;
 
-    // The local part may be case-sensitive (RFC 5321); the domain is not.
-    Ok(format!(
-        "{}@{}",
-        parsed.local_part(),
-        parsed.domain().to_ascii_lowercase()
-    ))
+    // RFC 5321 lets a server treat the local part as case-sensitive, but
+    // providers (and SCIM userName uniqueness) do not: two addresses that
+    // differ only in case are one person, so they are one registration.
+    Ok(format!("{}@{}", parsed.local_part(), parsed.domain()).to_lowercase())
 }
 
 fn check_name(raw: Option<String>) -> Result<String, Invalid> {
@@ -221,7 +274,23 @@ fn check_phone(raw: &str) -> Result<String, Invalid> {
 }
 
 fn check_payment(input: PaymentInput) -> Result<Payment, Invalid> {
-    let amount_minor = minor_units(&input.amount)?;
+    let currency = input
+        .currency
+        .as_deref()
+        .unwrap_or(DEFAULT_CURRENCY)
+        .to_ascii_lowercase();
+    let exponent = CURRENCIES
+        .iter()
+        .find(|(code, _)| *code == currency)
+        .map(|(_, exponent)| *exponent)
+        .ok_or_else(|| {
+            let known: Vec<_> = CURRENCIES.iter().map(|(code, _)| *code).collect();
+            invalid(
+                "initialPayment.currency",
+                format!("must be one of {}", known.join(", ")),
+            )
+        })?;
+    let amount_minor = minor_units(&input.amount, exponent)?;
     let method = input
         .payment_method
         .as_deref()
@@ -234,18 +303,6 @@ fn check_payment(input: PaymentInput) -> Result<Payment, Invalid> {
                 format!("must be one of {}", known.join(", ")),
             )
         })?;
-    let currency = match input.currency {
-        None => DEFAULT_CURRENCY.to_owned(),
-        Some(c) if c.len() == 3 && c.bytes().all(|b| b.is_ascii_alphabetic()) => {
-            c.to_ascii_lowercase()
-        }
-        Some(_) => {
-            return Err(invalid(
-                "initialPayment.currency",
-                "must be a three-letter ISO 4217 code",
-            ))
-        }
-    };
 
     Ok(Payment {
         amount_minor,
@@ -256,7 +313,7 @@ fn check_payment(input: PaymentInput) -> Result<Payment, Invalid> {
 
 /// Converts a JSON amount in major units to minor units without a float
 /// multiply: the number's shortest decimal form is parsed as a decimal.
-fn minor_units(amount: &serde_json::Value) -> Result<u64, Invalid> {
+fn minor_units(amount: &serde_json::Value, exponent: u32) -> Result<u64, Invalid> {
     const FIELD: &str = "initialPayment.amount";
     let number = amount
         .as_number()
@@ -264,23 +321,31 @@ fn minor_units(amount: &serde_json::Value) -> Result<u64, Invalid> {
 
     // serde_json prints an f64 in its shortest round-trip form, so 19.99
     // arrives here as "19.99", never as 19.989999999999998.
-    let decimal = Decimal::from_str(&number.to_string())
-        .or_else(|_| Decimal::from_scientific(&number.to_string()))
+    let text = number.to_string();
+    let decimal = Decimal::from_str(&text)
+        .or_else(|_| Decimal::from_scientific(&text))
         .map_err(|_| invalid(FIELD, "is too large"))?
         .normalize();
-    if decimal.scale() > 2 {
-        return Err(invalid(FIELD, "must have at most two decimals"));
+    if decimal.scale() > exponent {
+        let rule = match exponent {
+            0 => "must be a whole number in this currency".to_owned(),
+            n => format!("must have at most {n} decimals"),
+        };
+        return Err(invalid(FIELD, rule));
     }
     if decimal <= Decimal::ZERO {
         return Err(invalid(FIELD, "must be greater than zero"));
     }
 
-    // Exact: at most two decimals, so this product is a whole number.
-    let minor = (decimal * Decimal::ONE_HUNDRED)
+    // Exact: the scale is at most the exponent, so this is a whole number.
+    let minor = (decimal * Decimal::from(10u64.pow(exponent)))
         .to_u64()
         .ok_or_else(|| invalid(FIELD, "is too large"))?;
     if minor > MAX_AMOUNT_MINOR {
-        return Err(invalid(FIELD, "must be at most 999999.99"));
+        return Err(invalid(
+            FIELD,
+            format!("must be at most {MAX_AMOUNT_MINOR} in minor units"),
+        ));
     }
     Ok(minor)
 }
@@ -331,9 +396,37 @@ mod tests {
     }
 
     #[test]
-    fn email_domain_is_lowercased_and_plus_kept() {
+    fn zero_decimal_currencies_are_not_multiplied() {
+        let pay = |amount: &str, currency: &str| {
+            parse(&format!(
+                r#"{{"email":"a@b.example","fullName":"A","initialPayment":
+                    {{"amount":{amount},"currency":"{currency}","paymentMethod":"paypal"}}}}"#
+            ))
+            .map(|r| r.payment.unwrap())
+        };
+        let yen = pay("500", "JPY").unwrap();
+        assert_eq!((yen.amount_minor, yen.currency.as_str()), (500, "jpy"));
+        assert_eq!(yen.display_amount(), "500 JPY");
+        assert_eq!(pay("8.2", "usd").unwrap().display_amount(), "8.20 USD");
+        assert_eq!(pay("19.99", "eur").unwrap().amount_minor, 1999);
+        assert!(pay("500.5", "jpy")
+            .unwrap_err()
+            .rule
+            .contains("whole number"));
+        assert_eq!(
+            pay("1.5", "kwd").unwrap_err().field,
+            "initialPayment.currency"
+        );
+        assert_eq!(
+            pay("1", "zzz").unwrap_err().field,
+            "initialPayment.currency"
+        );
+    }
+
+    #[test]
+    fn email_is_lowercased_and_plus_kept() {
         let r = parse(r#"{"email":" Valid.Two+tag@Sub.Example.ORG ","fullName":"Zoë"}"#).unwrap();
-        assert_eq!(r.email, "Valid.Two+tag@sub.example.org");
+        assert_eq!(r.email, "valid.two+tag@sub.example.org");
         assert_eq!(r.full_name, "Zoë");
     }
 

@@ -34,6 +34,9 @@ use serde::{Deserialize, Serialize};
 use crate::saga::{ServiceClass, Step};
 use crate::services::{CallError, ErrorKind};
 
+/// The most attempts a policy may allow.
+pub const MAX_ATTEMPTS: u32 = 100_000;
+
 /// How one class of service is retried.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -135,6 +138,48 @@ impl RetryPolicy {
             return fail(format!(
                 "backoff_coefficient is {}; it must be a finite number of at least 1.0",
                 self.backoff_coefficient
+            ));
+        }
+        let limits = [
+            (
+                "attempt_timeout",
+                self.attempt_timeout,
+                Duration::from_secs(86_400),
+            ),
+            (
+                "connect_timeout",
+                self.connect_timeout,
+                Duration::from_secs(3_600),
+            ),
+            (
+                "step_budget",
+                self.step_budget,
+                Duration::from_secs(30 * 86_400),
+            ),
+            (
+                "initial_interval",
+                self.initial_interval,
+                Duration::from_secs(86_400),
+            ),
+            (
+                "max_interval",
+                self.max_interval,
+                Duration::from_secs(86_400),
+            ),
+        ];
+        for (name, value, limit) in limits {
+            if value > limit {
+                return fail(format!(
+                    "{name} is {}; it may be at most {}",
+                    humantime::format_duration(value),
+                    humantime::format_duration(limit)
+                ));
+            }
+        }
+        if self.max_attempts > MAX_ATTEMPTS {
+            return fail(format!(
+                "max_attempts is {}; it may be at most {MAX_ATTEMPTS}",
+                self.max_attempts
             ));
         }
         if self.connect_timeout.is_zero() {
@@ -387,6 +432,15 @@ mod tests {
             },
             RetryPolicy {
                 max_interval: Duration::from_millis(1),
+                ..RetryPolicy::external()
+            },
+            RetryPolicy {
+                initial_interval: Duration::from_secs(100 * 365 * 86_400),
+                max_interval: Duration::from_secs(100 * 365 * 86_400),
+                ..RetryPolicy::external()
+            },
+            RetryPolicy {
+                max_attempts: u32::MAX,
                 ..RetryPolicy::external()
             },
         ];

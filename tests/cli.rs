@@ -140,7 +140,8 @@ async fn the_same_input_twice_returns_the_same_sagas() {
 }
 
 /// The same record twice in one input is one saga; the same e-mail with
-/// other details is refused for that record alone.
+/// other details is rejected for that record alone (exit code 3), and
+/// its raw line goes to the rejects file.
 #[test]
 fn a_repeated_email_in_one_input_is_one_saga() {
     let dir = TempDir::new().unwrap();
@@ -150,21 +151,38 @@ fn a_repeated_email_in_one_input_is_one_saga() {
     let lines = [&records[0], &records[1], &records[0], &changed];
     let text: String = lines.iter().map(|r| format!("{r}\n")).collect();
     let input = dir.path().join("repeated.ndjson");
-    std::fs::write(&input, text).unwrap();
+    std::fs::write(&input, &text).unwrap();
     let store = dir.path().join("store");
+    let rejects = dir.path().join("rejects.ndjson");
 
-    let out = run(dir.path(), &input, &store, &[]);
-    out.expect_code(1);
+    let out = run(
+        dir.path(),
+        &input,
+        &store,
+        &["--rejects", rejects.to_str().unwrap()],
+    );
+    out.expect_code(3);
     let results = by_record(&out.json_lines());
     assert_eq!(results.keys().copied().collect::<Vec<_>>(), [1, 2, 3]);
     assert_eq!(results[&1]["sagaId"], results[&3]["sagaId"]);
     assert_ne!(results[&1]["sagaId"], results[&2]["sagaId"]);
+
+    let existing = results[&1]["sagaId"].as_str().unwrap();
+    let rejected: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("rejected "))
+        .collect();
+    assert_eq!(rejected.len(), 1, "{}", out.stderr);
+    let line = rejected[0];
     assert!(
-        out.stderr.contains("error in record 4")
-            && out.stderr.contains("already registered")
-            && out.stderr.contains(results[&1]["sagaId"].as_str().unwrap()),
-        "{}",
-        out.stderr
+        line.contains(" 4: ") && line.contains("already registered") && line.contains(existing),
+        "{line}"
+    );
+    let written = std::fs::read_to_string(&rejects).unwrap();
+    assert_eq!(
+        written.lines().collect::<Vec<_>>(),
+        [text.lines().nth(3).unwrap()]
     );
     assert_eq!(inspect_list(dir.path(), &store).len(), 2);
 }
@@ -458,9 +476,16 @@ fn check_payment_history(detail: &Value, input: &Value, ledger: &LedgerSnapshot)
         .unwrap();
     let attempts = payment["attempts"].as_array().unwrap();
     assert_eq!(attempts.len(), 2, "{payment}");
-    for attempt in attempts {
+    for (i, attempt) in attempts.iter().enumerate() {
         assert_eq!(attempt["outcome"], "failed", "{attempt}");
         assert_eq!(attempt["httpStatus"], 503, "{attempt}");
+        let last = i + 1 == attempts.len();
+        let gave_up = if last {
+            "attempts-exhausted".into()
+        } else {
+            Value::Null
+        };
+        assert_eq!(attempt["gaveUp"], gave_up, "{attempt}");
     }
 }
 
@@ -487,7 +512,11 @@ fn check_attempts_match_requests(detail: &Value, ledger: &LedgerSnapshot) {
         let key = step["idempotencyKey"].as_str().unwrap();
         let name = step["step"].as_str().unwrap();
         assert_eq!(key, format!("{saga}:{name}"));
-        recorded.insert(key, step["attempts"].as_array().unwrap().len());
+        let count = step["attemptCount"].as_u64().unwrap() as usize;
+        let kept = step["attempts"].as_array().unwrap().len();
+        let dropped = step["earlierAttempts"].as_u64().unwrap() as usize;
+        assert_eq!(count, kept + dropped, "{step}");
+        recorded.insert(key, count);
     }
     assert_eq!(
         seen, recorded,
@@ -511,21 +540,25 @@ fn check_text_shows_every_attempt(dir: &Path, store: &Path, detail: &Value) {
     for step in detail["steps"].as_array().unwrap() {
         let key = step["idempotencyKey"].as_str().unwrap();
         let heading = lines.iter().position(|l| l.contains(key)).unwrap();
-        for (i, attempt) in step["attempts"].as_array().unwrap().iter().enumerate() {
+        for attempt in step["attempts"].as_array().unwrap() {
             total += 1;
-            let line = lines[heading + 1 + i];
             let start = format!(
                 "  #{} {} {}",
                 attempt["number"],
                 attempt["startedAt"].as_str().unwrap(),
                 attempt["outcome"].as_str().unwrap()
             );
-            assert!(line.starts_with(&start), "{line:?} for {attempt}");
+            let line = lines[heading..]
+                .iter()
+                .find(|l| l.starts_with(&start))
+                .unwrap_or_else(|| panic!("no line {start:?} in\n{}", out.stdout));
             if let Some(status) = attempt["httpStatus"].as_u64() {
                 assert!(line.contains(&format!("HTTP {status}")), "{line}");
             }
-            if let Some(message) = attempt["message"].as_str() {
-                assert!(line.contains(message), "{line}");
+            for field in ["message", "gaveUp"] {
+                if let Some(text) = attempt[field].as_str() {
+                    assert!(line.contains(text), "{field}: {line}");
+                }
             }
         }
     }
@@ -871,13 +904,19 @@ fn command_line_errors_have_their_exit_codes() {
 
     let help = output(regsaga(dir.path()).arg("--help"));
     help.expect_code(0);
+    // Compared word by word: the column widths are not the contract.
+    let words: Vec<String> = help
+        .stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
     for line in [
         "Exit codes:",
-        "0  success",
-        "2  invalid command line",
-        "3  some input",
+        "0 success",
+        "2 invalid command line",
+        "3 some input records were rejected; all others were processed",
     ] {
-        assert!(help.stdout.contains(line), "{}", help.stdout);
+        assert!(words.iter().any(|w| w == line), "{line}: {}", help.stdout);
     }
 
     let missing = dir.path().join("missing.ndjson");
@@ -907,8 +946,8 @@ fn command_line_errors_have_their_exit_codes() {
     assert!(out.stdout.is_empty());
 }
 
-/// A refused command should leave nothing behind: `--fault` together
-/// with `--services` is refused, but only after the store was created.
+/// A refused command leaves nothing behind: `--fault` together with
+/// `--services` is refused before the store is opened or created.
 #[test]
 fn refused_fault_flag_creates_no_store() {
     let dir = TempDir::new().unwrap();

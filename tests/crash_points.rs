@@ -221,7 +221,7 @@ async fn a_step_that_crashes_every_time_ends_after_its_attempts() {
         errors[0]
             .as_str()
             .unwrap()
-            .contains("gave up after 5 attempts"),
+            .contains("gave up after 7 attempts"),
         "{errors:?}"
     );
     assert!(sandbox.state().charges.is_empty());

@@ -1,9 +1,10 @@
 //! Reading registrations from NDJSON or a JSON array, from a file or stdin.
 //!
 //! Accepted on purpose: a UTF-8 byte-order mark at the start, CRLF line
-//! endings, empty lines (skipped), and fields regsaga does not know
-//! (ignored). A record that is not valid JSON, or breaks a validation
-//! rule, is rejected with its position and the field; the others go on.
+//! endings and empty lines (skipped). Refused: fields regsaga does not
+//! know (a misspelling must not drop a payment silently), records that are
+//! not valid JSON, and records that break a validation rule; each is
+//! rejected with its position and the field, and the others go on.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
@@ -25,8 +26,9 @@ pub struct Rejected {
     pub raw: String,
 }
 
-/// One record's position (1-based) and what came of it.
-pub type Item = (usize, Result<Registration, Rejected>);
+/// One record's position (1-based) and what came of it: the checked
+/// registration with its raw text, or why it was rejected.
+pub type Item = (usize, Result<(Registration, String), Rejected>);
 
 /// Reads all records lazily.
 pub struct Records {
@@ -47,6 +49,11 @@ pub fn open(path: &Path) -> anyhow::Result<Records> {
     let reader: Box<dyn Read + Send> = if path == Path::new("-") {
         Box::new(io::stdin())
     } else {
+        anyhow::ensure!(
+            !path.is_dir(),
+            "the input {} is a directory; give an NDJSON or JSON file, or - for stdin",
+            path.display()
+        );
         let file = File::open(path)
             .with_context(|| format!("could not open the input file {}", path.display()))?;
         Box::new(file)
@@ -126,7 +133,7 @@ fn array(reader: impl Read) -> anyhow::Result<Vec<Item>> {
         .collect())
 }
 
-fn parse(position: String, bytes: &[u8]) -> Result<Registration, Rejected> {
+fn parse(position: String, bytes: &[u8]) -> Result<(Registration, String), Rejected> {
     let raw = String::from_utf8_lossy(bytes).into_owned();
     if bytes.len() > MAX_RECORD_BYTES {
         let reason = format!("record is longer than {MAX_RECORD_BYTES} bytes");
@@ -147,18 +154,23 @@ fn parse(position: String, bytes: &[u8]) -> Result<Registration, Rejected> {
     let input: RegistrationInput = match serde_path_to_error::deserialize(value) {
         Ok(input) => input,
         Err(e) => {
-            let reason = format!("{}: {}", e.path(), wrong_type(&e.inner().to_string()));
+            let reason = format!("{}: {}", e.path(), describe(&e.inner().to_string()));
             return Err(reject(position, reason, &raw));
         }
     };
-    input
-        .validate()
-        .map_err(|invalid| reject(position, invalid.to_string(), &raw))
+    match input.validate() {
+        Ok(registration) => Ok((registration, raw)),
+        Err(invalid) => Err(reject(position, invalid.to_string(), &raw)),
+    }
 }
 
-/// serde's message repeats the offending value ("invalid type: string
-/// \"4111…\", expected a boolean"); keep only what was expected.
-fn wrong_type(message: &str) -> String {
+/// serde's message for a wrong type repeats the offending value
+/// ("invalid type: string \"4111…\", expected a boolean"); keep only what
+/// was expected. An unknown field's message names only field names.
+fn describe(message: &str) -> String {
+    if message.starts_with("unknown field") {
+        return message.replace(", expected", " is not accepted; expected");
+    }
     match message.split_once(", expected ") {
         Some((_, expected)) => format!("has the wrong type (expected {expected})"),
         None => "has the wrong type".to_owned(),

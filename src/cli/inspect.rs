@@ -14,8 +14,10 @@ use super::{exit, StoreArgs};
 #[derive(Subcommand)]
 pub enum InspectCommand {
     /// One row per saga, oldest first.
+    #[command(after_help = exit::HELP)]
     List(ListArgs),
     /// One saga in full: state, result and every attempt of every step.
+    #[command(after_help = exit::HELP)]
     Show(ShowArgs),
 }
 
@@ -65,10 +67,30 @@ fn open(args: &StoreArgs) -> anyhow::Result<SledStore> {
     Ok(SledStore::open_existing(&path, Durability::Process)?)
 }
 
+/// The statuses `--status` accepts.
+const STATUSES: [&str; 6] = [
+    "Completed",
+    "CompletedWithErrors",
+    "Failed",
+    "Running",
+    "Retrying",
+    "InFlight",
+];
+
 fn list(args: ListArgs) -> anyhow::Result<u8> {
+    if let Some(status) = &args.status {
+        anyhow::ensure!(
+            STATUSES.iter().any(|s| s.eq_ignore_ascii_case(status)),
+            "--status {status:?} is not a status; use one of {}",
+            STATUSES.join(", ")
+        );
+    }
     let store = open(&args.store)?;
     let mut rows = Vec::new();
     for id in store.ids()? {
+        if args.limit.is_some_and(|limit| rows.len() >= limit) {
+            break;
+        }
         let Some(saga) = store.load(id)? else {
             continue;
         };
@@ -81,9 +103,6 @@ fn list(args: ListArgs) -> anyhow::Result<u8> {
             continue;
         }
         rows.push(row);
-        if args.limit.is_some_and(|limit| rows.len() >= limit) {
-            break;
-        }
     }
 
     let mut out = std::io::stdout().lock();
@@ -188,9 +207,6 @@ fn render(d: &SagaDetail) -> String {
         for a in &step.attempts {
             let took = a.duration_ms.map_or("-".into(), |ms| format!("{ms} ms"));
             let _ = write!(s, "  #{} {} {} {took}", a.number, a.started_at, a.outcome);
-            if let Some(status) = a.http_status {
-                let _ = write!(s, " HTTP {status}");
-            }
             if let Some(message) = &a.message {
                 let _ = write!(s, ": {message}");
             }

@@ -50,14 +50,50 @@ enum LogFormat {
 #[derive(Subcommand)]
 enum Command {
     /// Register every record of an input file (NDJSON or a JSON array).
+    #[command(after_help = exit::HELP)]
     Run(run::RunArgs),
     /// Drive every unfinished saga in the store to its end.
+    #[command(after_help = exit::HELP)]
     Resume(resume::ResumeArgs),
     /// Look at the sagas in a store.
     #[command(subcommand)]
     Inspect(inspect::InspectCommand),
     /// Serve the sandbox services alone.
+    #[command(after_help = exit::HELP)]
     Sandbox(sandbox::SandboxArgs),
+}
+
+/// Stops `engine` on Ctrl-C or SIGTERM; the returned flag says whether
+/// that happened.
+fn stop_on_signal<S, X>(engine: &Engine<S, X>) -> std::sync::Arc<std::sync::atomic::AtomicBool>
+where
+    S: regsaga::Store,
+    X: regsaga::Services,
+{
+    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (engine, set) = (engine.clone(), flag.clone());
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        eprintln!("regsaga: stopping: attempts in flight finish, nothing new starts");
+        set.store(true, std::sync::atomic::Ordering::SeqCst);
+        engine.stop();
+    });
+    flag
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// Where the store is and how it is configured.

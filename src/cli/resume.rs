@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::Args;
 use regsaga::{RegistrationResult, SledStore, Store};
 
-use super::{exit, start, ServiceArgs, StoreArgs};
+use super::{exit, start, stop_on_signal, ServiceArgs, StoreArgs};
 
 #[derive(Args)]
 pub struct ResumeArgs {
@@ -44,12 +44,12 @@ pub async fn resume(args: ResumeArgs) -> anyhow::Result<u8> {
     }
 
     let running = start(&args.store, &args.services, &config).await?;
+    let stopped = stop_on_signal(&running.engine);
     let finished = running.engine.resume().await?;
     let remaining = running.engine.store().unfinished()?.len();
     running.shutdown().await;
 
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     for saga in &finished {
         serde_json::to_writer(&mut out, &RegistrationResult::from(saga))
             .context("could not write results to stdout")?;
@@ -57,10 +57,17 @@ pub async fn resume(args: ResumeArgs) -> anyhow::Result<u8> {
     }
     out.flush().context("could not write results to stdout")?;
 
-    eprintln!("regsaga: resumed {} sagas", finished.len());
+    eprintln!("regsaga: resumed {} sagas to their end", finished.len());
+    if stopped.load(std::sync::atomic::Ordering::SeqCst) {
+        eprintln!("regsaga: {remaining} sagas left unfinished; `regsaga resume` finishes them");
+        return Ok(exit::INTERRUPTED);
+    }
     if remaining > 0 {
         eprintln!("regsaga: {remaining} sagas could not be resumed; see the warnings above");
         return Ok(exit::ERROR);
     }
-    Ok(exit::OK)
+    let failed = finished
+        .iter()
+        .any(|s| s.state == regsaga::State::Finished(regsaga::FinalStatus::Failed));
+    Ok(if failed { exit::FAILED } else { exit::OK })
 }

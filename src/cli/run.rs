@@ -1,23 +1,26 @@
 //! `regsaga run`: register every record of an input file.
 //!
-//! Unfinished sagas of an earlier process are resumed first, alongside
-//! the new records. One result line per input record goes to stdout as
-//! NDJSON, in the order the registrations finish; `record` gives each
-//! line's position in the input.
+//! Sagas an earlier process left unfinished are resumed first, alongside
+//! the new records. One result line per accepted input record goes to
+//! stdout as NDJSON, in the order the registrations finish; `record`
+//! gives each line's position in the input.
 
 use std::collections::BTreeMap;
+use std::fs::File;
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use anyhow::Context;
 use clap::Args;
+use regsaga::engine::Error as EngineError;
 use regsaga::{Engine, HttpServices, RegistrationResult, Saga, SledStore, Store};
 use serde::Serialize;
 use tokio::task::JoinSet;
 use tracing::{debug, warn};
 
-use super::{exit, input, start, ServiceArgs, StoreArgs};
+use super::{exit, input, start, stop_on_signal, ServiceArgs, StoreArgs};
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -51,63 +54,111 @@ struct Tally {
     by_status: BTreeMap<String, usize>,
     rejected: usize,
     errors: usize,
+    unfinished: usize,
     resumed: usize,
+}
+
+/// Where rejected records go: stderr, and the rejects file if asked for.
+struct Rejects {
+    file: Option<File>,
+}
+
+impl Rejects {
+    fn record(
+        &mut self,
+        tally: &mut Tally,
+        position: &str,
+        reason: &str,
+        raw: &str,
+    ) -> anyhow::Result<()> {
+        eprintln!("rejected {position}: {reason}");
+        if let Some(file) = self.file.as_mut() {
+            writeln!(file, "{raw}").context("could not write the rejects file")?;
+        }
+        tally.rejected += 1;
+        Ok(())
+    }
+}
+
+type Engined = Engine<SledStore, HttpServices>;
+
+/// What a registration task hands back.
+struct Done {
+    record: usize,
+    raw: String,
+    outcome: Result<Saga, EngineError>,
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     let config = args.store.load_config()?;
     let records = input::open(&args.input)?;
-    let mut rejects = match &args.rejects {
-        Some(path) => Some(
-            std::fs::File::create(path)
-                .with_context(|| format!("could not create the rejects file {}", path.display()))?,
-        ),
-        None => None,
+    let mut rejects = Rejects {
+        file: match &args.rejects {
+            Some(path) => Some(File::create(path).with_context(|| {
+                format!("could not create the rejects file {}", path.display())
+            })?),
+            None => None,
+        },
     };
 
     let running = start(&args.store, &args.services, &config).await?;
     let engine = running.engine.clone();
+    let stopped = stop_on_signal(&engine);
     let started = Instant::now();
 
-    // Sagas an earlier process left unfinished go on beside the input.
+    // What an earlier process left unfinished, listed before this run
+    // adds sagas of its own, goes on beside the input.
+    let earlier = engine.store().unfinished()?;
     let resume = {
         let engine = engine.clone();
-        tokio::spawn(async move { engine.resume().await })
+        tokio::spawn(async move { resume_ids(&engine, earlier).await })
     };
 
     let mut tally = Tally::default();
     let mut tasks = JoinSet::new();
     let window = engine_window(&args.services, &config);
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
 
     for (record, item) in records {
-        let registration = match item {
-            Ok(registration) => registration,
+        if stopped.load(Ordering::SeqCst) {
+            break;
+        }
+        let (registration, raw) = match item {
+            Ok(accepted) => accepted,
             Err(rejected) => {
-                eprintln!("rejected {}: {}", rejected.position, rejected.reason);
-                if let Some(file) = rejects.as_mut() {
-                    writeln!(file, "{}", rejected.raw)
-                        .context("could not write the rejects file")?;
-                }
-                tally.rejected += 1;
+                rejects.record(
+                    &mut tally,
+                    &rejected.position,
+                    &rejected.reason,
+                    &rejected.raw,
+                )?;
                 continue;
             }
         };
         while tasks.len() >= window {
-            collect(tasks.join_next().await, &mut out, &mut tally)?;
+            let done = joined(tasks.join_next().await)?;
+            collect(done, &mut out, &mut tally, &mut rejects)?;
         }
         let engine = engine.clone();
-        tasks.spawn(async move { (record, register(&engine, registration).await) });
+        tasks.spawn(async move {
+            let outcome = register(&engine, registration).await;
+            Done {
+                record,
+                raw,
+                outcome,
+            }
+        });
     }
-    while let Some(joined) = tasks.join_next().await {
-        collect(Some(joined), &mut out, &mut tally)?;
+    while let Some(done) = tasks.join_next().await {
+        collect(joined(Some(done))?, &mut out, &mut tally, &mut rejects)?;
     }
     out.flush().context("could not write results to stdout")?;
 
     match resume.await {
-        Ok(Ok(resumed)) => tally.resumed = resumed.len(),
-        Ok(Err(e)) => warn!(error = %e, "could not resume unfinished sagas"),
+        Ok((resumed, unfinished)) => {
+            tally.resumed = resumed;
+            tally.unfinished += unfinished;
+        }
         Err(e) => warn!(error = %e, "resume task failed"),
     }
     let stats = engine.store().stats();
@@ -120,13 +171,44 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     running.shutdown().await;
 
     summarize(&tally, started.elapsed());
-    Ok(if tally.errors > 0 {
+    Ok(exit_code(&tally, stopped.load(Ordering::SeqCst)))
+}
+
+fn exit_code(tally: &Tally, interrupted: bool) -> u8 {
+    if tally.errors > 0 {
         exit::ERROR
+    } else if interrupted {
+        exit::INTERRUPTED
     } else if tally.rejected > 0 {
         exit::REJECTED
+    } else if tally.by_status.get("Failed").is_some_and(|n| *n > 0) {
+        exit::FAILED
     } else {
         exit::OK
-    })
+    }
+}
+
+/// Drives the given sagas on; returns how many finished and how many
+/// were left for later.
+async fn resume_ids(engine: &Engined, ids: Vec<regsaga::SagaId>) -> (usize, usize) {
+    let mut tasks = JoinSet::new();
+    for id in ids {
+        let engine = engine.clone();
+        tasks.spawn(async move { (id, engine.run(id).await) });
+    }
+    let (mut resumed, mut unfinished) = (0, 0);
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok((_, Ok(_))) => resumed += 1,
+            Ok((_, Err(EngineError::Stopped(_)))) => unfinished += 1,
+            Ok((id, Err(error))) => {
+                warn!(saga.id = %id, %error, "saga not resumed");
+                unfinished += 1;
+            }
+            Err(error) => warn!(%error, "resume task failed"),
+        }
+    }
+    (resumed, unfinished)
 }
 
 /// How many registrations may be under way at once. Sagas waiting for a
@@ -142,20 +224,31 @@ fn engine_window(services: &ServiceArgs, config: &regsaga::config::Config) -> us
 }
 
 async fn register(
-    engine: &Engine<SledStore, HttpServices>,
+    engine: &Engined,
     registration: regsaga::Registration,
-) -> Result<Saga, regsaga::engine::Error> {
+) -> Result<Saga, EngineError> {
     let submitted = engine.submit(registration).await?;
     engine.run(submitted.id).await
 }
 
-type Joined = Result<(usize, Result<Saga, regsaga::engine::Error>), tokio::task::JoinError>;
+fn joined(joined: Option<Result<Done, tokio::task::JoinError>>) -> anyhow::Result<Option<Done>> {
+    joined.transpose().context("a registration task failed")
+}
 
-fn collect(joined: Option<Joined>, out: &mut impl Write, tally: &mut Tally) -> anyhow::Result<()> {
-    let Some(joined) = joined else {
+fn collect(
+    done: Option<Done>,
+    out: &mut impl Write,
+    tally: &mut Tally,
+    rejects: &mut Rejects,
+) -> anyhow::Result<()> {
+    let Some(Done {
+        record,
+        raw,
+        outcome,
+    }) = done
+    else {
         return Ok(());
     };
-    let (record, outcome) = joined.context("a registration task failed")?;
     match outcome {
         Ok(saga) => {
             let result = RegistrationResult::from(&saga);
@@ -170,12 +263,22 @@ fn collect(joined: Option<Joined>, out: &mut impl Write, tally: &mut Tally) -> a
             .context("could not write results to stdout")?;
             writeln!(out).context("could not write results to stdout")?;
         }
+        // The same e-mail with other details is a problem of the input.
+        Err(conflict @ EngineError::Conflict { .. }) => {
+            let position = format!("record {record}");
+            rejects.record(tally, &position, &conflict.to_string(), &raw)?;
+        }
+        Err(EngineError::Stopped(_)) => tally.unfinished += 1,
         Err(error) => {
             eprintln!("error in record {record}: {error}");
             tally.errors += 1;
         }
     }
     Ok(())
+}
+
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 fn summarize(tally: &Tally, elapsed: std::time::Duration) {
@@ -187,19 +290,27 @@ fn summarize(tally: &Tally, elapsed: std::time::Duration) {
         .map(|s| format!("{} {s}", tally.by_status.get(*s).copied().unwrap_or(0)))
         .collect();
     let mut line = format!(
-        "regsaga: {done} registrations in {secs:.2} s ({rate:.0}/s): {}",
+        "regsaga: {} in {secs:.2} s ({rate:.0}/s): {}",
+        plural(done, "registration", "registrations"),
         statuses.join(", ")
     );
     if tally.rejected > 0 {
-        line.push_str(&format!("; {} records rejected", tally.rejected));
+        line.push_str(&format!(
+            "; {} rejected",
+            plural(tally.rejected, "record", "records")
+        ));
     }
     if tally.errors > 0 {
         line.push_str(&format!("; {} could not be processed", tally.errors));
     }
     if tally.resumed > 0 {
+        let sagas = plural(tally.resumed, "unfinished saga", "unfinished sagas");
+        line.push_str(&format!("; {sagas} from an earlier run finished"));
+    }
+    if tally.unfinished > 0 {
+        let sagas = plural(tally.unfinished, "saga", "sagas");
         line.push_str(&format!(
-            "; {} unfinished sagas from an earlier run resumed",
-            tally.resumed
+            "; {sagas} left unfinished: `regsaga resume` (or this same run) finishes them"
         ));
     }
     eprintln!("{line}");

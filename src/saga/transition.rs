@@ -449,25 +449,17 @@ fn request_for(saga: &Saga, step: Step) -> Option<Request> {
                 reg.full_name
             ),
         },
-        Step::SendPaymentConfirmation => {
-            let (amount, currency) = reg
-                .payment
-                .as_ref()
-                .map(|p| (p.amount_minor, p.currency.to_ascii_uppercase()))
-                .unwrap_or_default();
-            Request::SendEmail {
-                kind: EmailKind::PaymentConfirmation,
-                to: reg.email.clone(),
-                name: reg.full_name.clone(),
-                subject: "Payment received".to_owned(),
-                body: format!(
-                    "Hello {},\n\nwe received your payment of {}.{:02} {currency}.\n",
-                    reg.full_name,
-                    amount / 100,
-                    amount % 100
-                ),
-            }
-        }
+        Step::SendPaymentConfirmation => Request::SendEmail {
+            kind: EmailKind::PaymentConfirmation,
+            to: reg.email.clone(),
+            name: reg.full_name.clone(),
+            subject: "Payment received".to_owned(),
+            body: format!(
+                "Hello {},\n\nwe received your payment of {}.\n",
+                reg.full_name,
+                reg.payment.as_ref()?.display_amount()
+            ),
+        },
         Step::SendSmsVerification => Request::SendSms {
             to: reg.phone.clone().unwrap_or_default(),
             body: format!(

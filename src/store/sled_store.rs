@@ -57,7 +57,33 @@ impl SledStore {
         }
     }
 
+    /// Refuses a path that holds something other than a store, so that
+    /// a mistyped `--store` never scatters files into a folder of
+    /// documents.
+    fn check_path(path: &Path) -> Result<(), Error> {
+        let refuse = |reason: &str| {
+            Err(Error::Open {
+                path: path.to_owned(),
+                reason: reason.to_owned(),
+            })
+        };
+        if path.is_file() {
+            return refuse("it is a file, not a store directory");
+        }
+        let Ok(mut entries) = std::fs::read_dir(path) else {
+            return Ok(());
+        };
+        let empty = entries.next().is_none();
+        if !empty && !path.join("conf").is_file() && !path.join("db").is_file() {
+            return refuse(
+                "the folder exists and holds other files; give a new or an existing store path",
+            );
+        }
+        Ok(())
+    }
+
     fn open_once(path: &Path, durability: Durability) -> Result<SledStore, Error> {
+        Self::check_path(path)?;
         // sled's own periodic flusher is off: every write is flushed by
         // our group commit, and its thread would delay closing the store.
         let config = sled::Config::new().path(path).flush_every_ms(None);
