@@ -82,6 +82,9 @@ impl Rejects {
 
 type Engined = Engine<SledStore, HttpServices>;
 
+/// How long attempts in flight may take to finish once a stop was asked.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// What a registration task hands back.
 struct Done {
     record: usize,
@@ -149,12 +152,34 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
             }
         });
     }
-    while let Some(done) = tasks.join_next().await {
+    let mut deadline = None;
+    loop {
+        let next = if stopped.load(Ordering::SeqCst) {
+            // Attempts in flight get a grace period to finish and be
+            // recorded; one still hanging after it is left in flight and
+            // counts as interrupted when resumed.
+            let until = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + STOP_GRACE);
+            match tokio::time::timeout_at(until, tasks.join_next()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    tally.unfinished += tasks.len();
+                    break;
+                }
+            }
+        } else {
+            tasks.join_next().await
+        };
+        let Some(done) = next else { break };
         collect(joined(Some(done))?, &mut out, &mut tally, &mut rejects)?;
     }
     out.flush().context("could not write results to stdout")?;
 
-    match resume.await {
+    let resumed = if stopped.load(Ordering::SeqCst) {
+        tokio::time::timeout(STOP_GRACE, resume).await.ok()
+    } else {
+        Some(resume.await)
+    };
+    match resumed.unwrap_or(Ok((0, 0))) {
         Ok((resumed, unfinished)) => {
             tally.resumed = resumed;
             tally.unfinished += unfinished;
