@@ -46,6 +46,7 @@ fn without_record(result: &Value) -> Value {
     result
 }
 
+/// The first `n` records of the 200-record sample, as a file in `dir`.
 fn sample(dir: &Path, n: usize) -> std::path::PathBuf {
     let path = dir.join(format!("registrations-{n}.ndjson"));
     head(&data("registrations-200.ndjson"), n, &path)
@@ -979,22 +980,33 @@ fn a_closed_stdout_is_not_a_panic() {
     let dir = TempDir::new().unwrap();
     let input = sample(dir.path(), 3);
     let store = dir.path().join("store");
-    run(dir.path(), &input, &store, &[]).expect_code(0);
+    let out = run(dir.path(), &input, &store, &[]);
+    out.expect_code(0);
+    let saga = out.json_lines()[0]["sagaId"].as_str().unwrap().to_owned();
 
-    // A stdout whose reader is already gone: every write fails with
-    // EPIPE, as after `| head` has read enough.
-    let (ours, theirs) = UnixStream::pair().unwrap();
-    drop(ours);
-    let out = regsaga(dir.path())
-        .args(["inspect", "list", "--store"])
-        .arg(&store)
-        .stdout(OwnedFd::from(theirs))
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    assert_ne!(out.status.code(), Some(101), "{stderr}");
+    let store_arg = store.to_str().unwrap();
+    let input_arg = input.to_str().unwrap();
+    let commands: [&[&str]; 4] = [
+        &["inspect", "list", "--store", store_arg],
+        &["inspect", "list", "--json", "--store", store_arg],
+        &["inspect", "show", &saga, "--store", store_arg],
+        &["run", input_arg, "--store", store_arg],
+    ];
+    for args in commands {
+        // A stdout whose reader is already gone: every write fails with
+        // EPIPE, as after `| head` has read enough.
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        drop(ours);
+        let out = regsaga(dir.path())
+            .args(args)
+            .stdout(OwnedFd::from(theirs))
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_ne!(out.status.code(), Some(101), "{args:?}: {stderr}");
+    }
 }
 
 /// Messages on stderr are for people and log files: no terminal colour
