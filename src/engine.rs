@@ -73,8 +73,9 @@ pub enum Error {
     Policy(#[from] crate::retry::Error),
 
     #[error(
-        "{email} is already registered (saga {existing}) with different details; \
-         registrations are keyed by e-mail, so change the e-mail or inspect that saga"
+        "{} is already registered (saga {existing}) with different details; \
+         registrations are keyed by e-mail, so change the e-mail or inspect that saga",
+        crate::registration::mask_email(email)
     )]
     Conflict { email: String, existing: SagaId },
 

@@ -233,11 +233,74 @@ fn check_email(raw: Option<&str>) -> Result<String, Invalid> {
     }
     let parsed = email_address::EmailAddress::from_str(raw)
         .map_err(|_| invalid("email", "is not a valid e-mail address"))?;
+    if holds_card_number(parsed.local_part()) {
+        return Err(invalid(
+            "email",
+            "looks like it holds a payment card number; card data is never accepted",
+        ));
+    }
 
     // RFC 5321 lets a server treat the local part as case-sensitive, but
     // providers (and SCIM userName uniqueness) do not: two addresses that
     // differ only in case are one person, so they are one registration.
     Ok(format!("{}@{}", parsed.local_part(), parsed.domain()).to_lowercase())
+}
+
+/// An e-mail address for logs and messages: the first character of the
+/// local part and the domain, `j***@example.com`.
+pub fn mask_email(email: &str) -> String {
+    match email.split_once('@') {
+        Some((local, domain)) => {
+            let first: String = local.chars().take(1).collect();
+            format!("{first}***@{domain}")
+        }
+        None => "***".to_owned(),
+    }
+}
+
+/// A phone number for logs and messages: its last two digits only.
+pub fn mask_phone(phone: &str) -> String {
+    let tail: String = phone
+        .chars()
+        .rev()
+        .take(2)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    format!("+***{tail}")
+}
+
+/// Whether `text` holds a run of 13 to 19 digits (spaces and dashes
+/// allowed between them) that passes the Luhn check: a payment card
+/// number, which regsaga must never store.
+fn holds_card_number(text: &str) -> bool {
+    let mut digits: Vec<u32> = Vec::new();
+    let mut runs = Vec::new();
+    for c in text.chars() {
+        match c {
+            '0'..='9' => digits.push(c as u32 - '0' as u32),
+            ' ' | '-' if !digits.is_empty() => {}
+            _ => runs.push(std::mem::take(&mut digits)),
+        }
+    }
+    runs.push(digits);
+    runs.iter()
+        .any(|run| (13..=19).contains(&run.len()) && luhn(run))
+}
+
+fn luhn(digits: &[u32]) -> bool {
+    let sum: u32 = digits
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, d)| match (i % 2, d * 2) {
+            (1, doubled) if doubled > 9 => doubled - 9,
+            (1, doubled) => doubled,
+            _ => *d,
+        })
+        .sum();
+    sum % 10 == 0
 }
 
 fn check_name(raw: Option<String>) -> Result<String, Invalid> {
@@ -253,6 +316,12 @@ fn check_name(raw: Option<String>) -> Result<String, Invalid> {
     }
     if name.chars().any(char::is_control) {
         return Err(invalid("fullName", "must not contain control characters"));
+    }
+    if holds_card_number(&name) {
+        return Err(invalid(
+            "fullName",
+            "looks like it holds a payment card number; card data is never accepted",
+        ));
     }
     Ok(name)
 }
@@ -462,6 +531,26 @@ mod tests {
         for (json, field) in cases {
             assert_eq!(parse(json).expect_err(json).field, field, "{json}");
         }
+    }
+
+    #[test]
+    fn card_numbers_are_refused_and_masks_hide_personal_data() {
+        for name in [
+            "Jo 4111 1111 1111 1111",
+            "4111-1111-1111-1111",
+            "x5555555555554444",
+        ] {
+            let json = format!(r#"{{"email":"a@b.example","fullName":"{name}"}}"#);
+            let err = parse(&json).unwrap_err();
+            assert!(err.rule.contains("card"), "{name}");
+            assert!(!err.to_string().contains("4111"), "{err}");
+        }
+        // Digits that fail the Luhn check, or too few of them, are fine.
+        assert!(parse(r#"{"email":"a@b.example","fullName":"Unit 1234567890123"}"#).is_ok());
+        assert!(parse(r#"{"email":"a@b.example","fullName":"Louis XIV 1638"}"#).is_ok());
+
+        assert_eq!(mask_email("jane.roe@example.com"), "j***@example.com");
+        assert_eq!(mask_phone("+12025550143"), "+***43");
     }
 
     #[test]

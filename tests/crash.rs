@@ -35,7 +35,8 @@ async fn killed_processes_lose_nothing_and_repeat_nothing() {
     let url = sandbox.url();
     let dir = TempDir::new().unwrap();
     let store = dir.path().join("store");
-    let input = common::example_input();
+    // 2,000 fictional sign-ups, the first of ../shared/data's 10,000.
+    let input = common::data("registrations-2000.ndjson");
     let inputs = read_records(&input);
     let run = || {
         let mut cmd = regsaga(dir.path());

@@ -27,8 +27,9 @@ pub struct Rejected {
 }
 
 /// One record's position (1-based) and what came of it: the checked
-/// registration with its raw text, or why it was rejected.
-pub type Item = (usize, Result<(Registration, String), Rejected>);
+/// registration with its raw text and its position in words, or why it
+/// was rejected.
+pub type Item = (usize, Result<(Registration, String, String), Rejected>);
 
 /// Reads all records lazily.
 pub struct Records {
@@ -133,7 +134,7 @@ fn array(reader: impl Read) -> anyhow::Result<Vec<Item>> {
         .collect())
 }
 
-fn parse(position: String, bytes: &[u8]) -> Result<(Registration, String), Rejected> {
+fn parse(position: String, bytes: &[u8]) -> Result<(Registration, String, String), Rejected> {
     let raw = String::from_utf8_lossy(bytes).into_owned();
     if bytes.len() > MAX_RECORD_BYTES {
         let reason = format!("record is longer than {MAX_RECORD_BYTES} bytes");
@@ -159,7 +160,7 @@ fn parse(position: String, bytes: &[u8]) -> Result<(Registration, String), Rejec
         }
     };
     match input.validate() {
-        Ok(registration) => Ok((registration, raw)),
+        Ok(registration) => Ok((registration, raw, position)),
         Err(invalid) => Err(reject(position, invalid.to_string(), &raw)),
     }
 }

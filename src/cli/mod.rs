@@ -63,9 +63,61 @@ enum Command {
     Sandbox(sandbox::SandboxArgs),
 }
 
-/// Stops `engine` on Ctrl-C or SIGTERM; the returned flag says whether
+/// Ctrl-C and SIGTERM, listened for from the moment this is made, so a
+/// signal that arrives while a command starts up is not lost.
+pub struct Signals {
+    #[cfg(unix)]
+    interrupt: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    terminate: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    pub fn listen() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Signals {
+                interrupt: signal(SignalKind::interrupt()).ok(),
+                terminate: signal(SignalKind::terminate()).ok(),
+            }
+        }
+        #[cfg(not(unix))]
+        Signals {}
+    }
+
+    /// Resolves at the first Ctrl-C or SIGTERM.
+    pub async fn recv(mut self) {
+        #[cfg(unix)]
+        {
+            let interrupt = async {
+                match self.interrupt.as_mut() {
+                    Some(s) => s.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let terminate = async {
+                match self.terminate.as_mut() {
+                    Some(s) => s.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = interrupt => {}
+                _ = terminate => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Stops `engine` at the first signal; the returned flag says whether
 /// that happened.
-fn stop_on_signal<S, X>(engine: &Engine<S, X>) -> std::sync::Arc<std::sync::atomic::AtomicBool>
+fn stop_on_signal<S, X>(
+    signals: Signals,
+    engine: &Engine<S, X>,
+) -> std::sync::Arc<std::sync::atomic::AtomicBool>
 where
     S: regsaga::Store,
     X: regsaga::Services,
@@ -73,27 +125,12 @@ where
     let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (engine, set) = (engine.clone(), flag.clone());
     tokio::spawn(async move {
-        wait_for_signal().await;
+        signals.recv().await;
         eprintln!("regsaga: stopping: attempts in flight finish, nothing new starts");
         set.store(true, std::sync::atomic::Ordering::SeqCst);
         engine.stop();
     });
     flag
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// Where the store is and how it is configured.

@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::Args;
 use regsaga::{RegistrationResult, SledStore, Store};
 
-use super::{exit, start, stop_on_signal, ServiceArgs, StoreArgs};
+use super::{exit, start, stop_on_signal, ServiceArgs, Signals, StoreArgs};
 
 #[derive(Args)]
 pub struct ResumeArgs {
@@ -21,6 +21,7 @@ pub struct ResumeArgs {
 }
 
 pub async fn resume(args: ResumeArgs) -> anyhow::Result<u8> {
+    let signals = Signals::listen();
     let config = args.store.load_config()?;
     let path = args.store.store_path(&config);
 
@@ -44,7 +45,7 @@ pub async fn resume(args: ResumeArgs) -> anyhow::Result<u8> {
     }
 
     let running = start(&args.store, &args.services, &config).await?;
-    let stopped = stop_on_signal(&running.engine);
+    let stopped = stop_on_signal(signals, &running.engine);
     let finished = running.engine.resume().await?;
     let remaining = running.engine.store().unfinished()?.len();
     running.shutdown().await;

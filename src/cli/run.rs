@@ -20,7 +20,7 @@ use serde::Serialize;
 use tokio::task::JoinSet;
 use tracing::{debug, warn};
 
-use super::{exit, input, start, stop_on_signal, ServiceArgs, StoreArgs};
+use super::{exit, input, start, stop_on_signal, ServiceArgs, Signals, StoreArgs};
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -88,11 +88,13 @@ const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 /// What a registration task hands back.
 struct Done {
     record: usize,
+    position: String,
     raw: String,
     outcome: Result<Saga, EngineError>,
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
+    let signals = Signals::listen();
     let config = args.store.load_config()?;
     let records = input::open(&args.input)?;
     let mut rejects = Rejects {
@@ -106,7 +108,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
 
     let running = start(&args.store, &args.services, &config).await?;
     let engine = running.engine.clone();
-    let stopped = stop_on_signal(&engine);
+    let stopped = stop_on_signal(signals, &engine);
     let started = Instant::now();
 
     // What an earlier process left unfinished, listed before this run
@@ -126,7 +128,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
         if stopped.load(Ordering::SeqCst) {
             break;
         }
-        let (registration, raw) = match item {
+        let (registration, raw, position) = match item {
             Ok(accepted) => accepted,
             Err(rejected) => {
                 rejects.record(
@@ -147,6 +149,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
             let outcome = register(&engine, registration).await;
             Done {
                 record,
+                position,
                 raw,
                 outcome,
             }
@@ -268,6 +271,7 @@ fn collect(
 ) -> anyhow::Result<()> {
     let Some(Done {
         record,
+        position,
         raw,
         outcome,
     }) = done
@@ -290,7 +294,6 @@ fn collect(
         }
         // The same e-mail with other details is a problem of the input.
         Err(conflict @ EngineError::Conflict { .. }) => {
-            let position = format!("record {record}");
             rejects.record(tally, &position, &conflict.to_string(), &raw)?;
         }
         Err(EngineError::Stopped(_)) => tally.unfinished += 1,

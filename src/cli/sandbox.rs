@@ -27,6 +27,7 @@ pub struct SandboxArgs {
 }
 
 pub async fn sandbox(args: SandboxArgs) -> anyhow::Result<u8> {
+    let signals = super::Signals::listen();
     let options = Options {
         faults: args.faults,
         seed: args.seed,
@@ -38,13 +39,11 @@ pub async fn sandbox(args: SandboxArgs) -> anyhow::Result<u8> {
     // The URL on stdout, so scripts can read the port chosen for port 0.
     writeln!(std::io::stdout(), "{}", sandbox.url())?;
     eprintln!(
-        "regsaga: sandbox services at {}; Ctrl-C stops",
+        "regsaga: sandbox services at {}; Ctrl-C or SIGTERM stops",
         sandbox.url()
     );
 
-    tokio::signal::ctrl_c()
-        .await
-        .context("could not wait for Ctrl-C")?;
+    signals.recv().await;
     sandbox.shutdown().await;
     Ok(exit::OK)
 }
