@@ -207,3 +207,56 @@ impl From<&Attempt> for AttemptView {
         }
     }
 }
+
+/// One payment operation, for the audit trail (`inspect audit`).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentAudit {
+    /// When the attempt started.
+    pub at: String,
+    pub saga_id: String,
+    /// Whose payment, masked: `j***@example.com`.
+    pub who: String,
+    pub amount_minor: u64,
+    pub currency: String,
+    pub idempotency_key: String,
+    pub attempt: u32,
+    /// `succeeded`, `failed`, `interrupted` or `pending`.
+    pub outcome: String,
+    /// The gateway's payment id, on the attempt that succeeded.
+    pub payment_id: Option<String>,
+    pub error: Option<String>,
+}
+
+/// The payment operations of one saga, oldest first.
+pub fn payment_audit(saga: &Saga) -> Vec<PaymentAudit> {
+    let Some(payment) = &saga.registration.payment else {
+        return Vec::new();
+    };
+    let payment_id = match &saga.report.payment {
+        crate::saga::PaymentState::Processed { payment_id } => Some(payment_id.clone()),
+        _ => None,
+    };
+    saga.history
+        .iter()
+        .filter(|a| a.step == Step::ChargePayment)
+        .map(|a| {
+            let view = AttemptView::from(a);
+            PaymentAudit {
+                at: view.started_at,
+                saga_id: saga.id.to_string(),
+                who: crate::registration::mask_email(&saga.registration.email),
+                amount_minor: payment.amount_minor,
+                currency: payment.currency.clone(),
+                idempotency_key: a.idempotency_key.clone(),
+                attempt: a.number,
+                outcome: view.outcome,
+                payment_id: match a.outcome {
+                    AttemptOutcome::Succeeded => payment_id.clone(),
+                    _ => None,
+                },
+                error: view.message,
+            }
+        })
+        .collect()
+}

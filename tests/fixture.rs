@@ -234,3 +234,50 @@ async fn regenerate_the_fixture() {
     let _ = std::fs::remove_dir_all(fixture());
     copy_dir(&d.join(target), &fixture());
 }
+
+#[test]
+fn the_payment_audit_lists_every_payment_operation() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    copy_dir(&fixture(), &path);
+
+    let output = Command::new(env!("CARGO_BIN_EXE_regsaga"))
+        .args(["inspect", "audit", "--json", "--store"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let rows: Vec<serde_json::Value> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+
+    // Two declines and one attempt caught in flight.
+    assert_eq!(rows.len(), 3);
+    let amounts: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["amountMinor"].as_u64().unwrap(),
+                r["currency"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert!(amounts.contains(&(500, "jpy")) && amounts.contains(&(2999, "usd")));
+    for row in &rows {
+        let who = row["who"].as_str().unwrap();
+        assert!(who.contains("***@"), "masked: {who}");
+        let key = row["idempotencyKey"].as_str().unwrap();
+        assert_eq!(
+            key,
+            format!("{}:charge-payment", row["sagaId"].as_str().unwrap())
+        );
+    }
+    let outcomes: Vec<_> = rows
+        .iter()
+        .map(|r| r["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes.iter().filter(|o| **o == "failed").count(), 2);
+    assert!(outcomes.contains(&"pending"));
+}

@@ -19,6 +19,19 @@ pub enum InspectCommand {
     /// One saga in full: state, result and every attempt of every step.
     #[command(after_help = exit::HELP)]
     Show(ShowArgs),
+    /// Every payment operation: when, whose, how much, key and outcome.
+    #[command(after_help = exit::HELP)]
+    Audit(AuditArgs),
+}
+
+#[derive(Args)]
+pub struct AuditArgs {
+    /// JSON lines instead of a table.
+    #[arg(long)]
+    json: bool,
+
+    #[command(flatten)]
+    store: StoreArgs,
 }
 
 #[derive(Args)]
@@ -57,7 +70,43 @@ pub fn inspect(command: InspectCommand) -> anyhow::Result<u8> {
     match command {
         InspectCommand::List(args) => list(args),
         InspectCommand::Show(args) => show(args),
+        InspectCommand::Audit(args) => audit(args),
     }
+}
+
+fn audit(args: AuditArgs) -> anyhow::Result<u8> {
+    let store = open(&args.store)?;
+    let mut out = std::io::stdout().lock();
+    let mut table = Table::new();
+    table.load_preset(presets::NOTHING).set_header([
+        "AT", "SAGA", "WHO", "AMOUNT", "KEY", "ATTEMPT", "OUTCOME", "PAYMENT",
+    ]);
+    for id in store.ids()? {
+        let Some(saga) = store.load(id)? else {
+            continue;
+        };
+        for row in regsaga::view::payment_audit(&saga) {
+            if args.json {
+                serde_json::to_writer(&mut out, &row)?;
+                writeln!(out)?;
+                continue;
+            }
+            table.add_row([
+                row.at,
+                row.saga_id,
+                row.who,
+                format!("{} {}", row.amount_minor, row.currency),
+                row.idempotency_key,
+                row.attempt.to_string(),
+                row.outcome,
+                row.payment_id.or(row.error).unwrap_or_default(),
+            ]);
+        }
+    }
+    if !args.json {
+        writeln!(out, "{table}")?;
+    }
+    Ok(exit::OK)
 }
 
 fn open(args: &StoreArgs) -> anyhow::Result<SledStore> {
