@@ -153,6 +153,18 @@ impl<S: Store, X: Services> Engine<S, X> {
         &self.inner.store
     }
 
+    /// The store back, once no clone of this engine is left.
+    ///
+    /// # Errors
+    ///
+    /// Returns the engine unchanged while clones of it exist.
+    pub fn into_store(self) -> Result<S, Self> {
+        match Arc::try_unwrap(self.inner) {
+            Ok(inner) => Ok(inner.store),
+            Err(inner) => Err(Engine { inner }),
+        }
+    }
+
     pub fn services(&self) -> &X {
         &self.inner.services
     }

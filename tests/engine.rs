@@ -585,3 +585,139 @@ async fn retries_of_sagas_failing_together_are_spread_by_jitter() {
     assert!(distinct >= 90, "{distinct} distinct retry times");
     assert!(spread >= Duration::from_secs(10), "{spread:?}");
 }
+
+/// A store that remembers, per saga, the last state whose save returned:
+/// what is durable, as far as the engine may assume.
+struct Watched {
+    inner: SledStore,
+    durable: Arc<Mutex<HashMap<regsaga::SagaId, regsaga::Saga>>>,
+}
+
+impl Store for Watched {
+    async fn create(
+        &self,
+        saga: &regsaga::Saga,
+    ) -> Result<regsaga::store::Created, regsaga::store::Error> {
+        let created = self.inner.create(saga).await?;
+        if created == regsaga::store::Created::New {
+            self.durable.lock().unwrap().insert(saga.id, saga.clone());
+        }
+        Ok(created)
+    }
+
+    async fn save(&self, saga: &regsaga::Saga) -> Result<(), regsaga::store::Error> {
+        self.inner.save(saga).await?;
+        self.durable.lock().unwrap().insert(saga.id, saga.clone());
+        Ok(())
+    }
+
+    fn load(&self, id: regsaga::SagaId) -> Result<Option<regsaga::Saga>, regsaga::store::Error> {
+        self.inner.load(id)
+    }
+
+    fn find_by_email(&self, email: &str) -> Result<Option<regsaga::SagaId>, regsaga::store::Error> {
+        self.inner.find_by_email(email)
+    }
+
+    fn unfinished(&self) -> Result<Vec<regsaga::SagaId>, regsaga::store::Error> {
+        self.inner.unfinished()
+    }
+
+    fn ids(&self) -> Result<Vec<regsaga::SagaId>, regsaga::store::Error> {
+        self.inner.ids()
+    }
+
+    fn stats(&self) -> regsaga::store::Stats {
+        self.inner.stats()
+    }
+}
+
+/// Services that check, at every call, that the attempt making it is
+/// durable and that every earlier attempt's outcome is too.
+#[derive(Clone)]
+struct Checking {
+    durable: Arc<Mutex<HashMap<regsaga::SagaId, regsaga::Saga>>>,
+    violations: Arc<Mutex<Vec<String>>>,
+    calls: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Services for Checking {
+    async fn perform(&self, call: &Call) -> Result<StepOutput, CallError> {
+        self.calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let durable = self.durable.lock().unwrap().get(&call.saga_id).cloned();
+        let ok = durable.as_ref().is_some_and(|saga| {
+            let in_flight = matches!(&saga.state, State::InFlight { step, attempt, .. }
+                if *step == call.step && *attempt == call.attempt);
+            let pending = saga
+                .history
+                .iter()
+                .filter(|a| a.outcome == AttemptOutcome::Pending)
+                .count();
+            in_flight && pending == 1
+        });
+        if !ok {
+            self.violations
+                .lock()
+                .unwrap()
+                .push(format!("{} {} #{}", call.saga_id, call.step, call.attempt));
+        }
+        tokio::task::yield_now().await;
+        if call.attempt == 1 && call.step == Step::ChargePayment {
+            return Err(http(503));
+        }
+        Ok(success(call))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_group_commit_no_request_leaves_before_its_attempt_is_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let durable = Arc::new(Mutex::new(HashMap::new()));
+    let store = Watched {
+        inner: SledStore::open(&dir.path().join("store"), Durability::Power).unwrap(),
+        durable: durable.clone(),
+    };
+    let services = Checking {
+        durable,
+        violations: Arc::default(),
+        calls: Arc::default(),
+    };
+    let mut policies = Policies::default();
+    policies.external.initial_interval = Duration::from_millis(5);
+    let options = Options {
+        policies,
+        concurrency: 32,
+        jitter_seed: Some(9),
+        crash: None,
+    };
+    let engine = Engine::new(store, services.clone(), options).unwrap();
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..200 {
+        let engine = engine.clone();
+        let json = format!(
+            r#"{{"email":"g{i}@example.com","fullName":"G","phoneNumber":"+12025550{i:03}",
+                "initialPayment":{{"amount":3,"paymentMethod":"paypal"}}}}"#
+        );
+        tasks.spawn(async move { engine.register(registration(&json)).await.unwrap() });
+    }
+    while let Some(saga) = tasks.join_next().await {
+        assert_eq!(saga.unwrap().state, State::Finished(FinalStatus::Completed));
+    }
+
+    let stats = engine.store().stats();
+    assert!(
+        stats.flushes < stats.commits,
+        "flushes were shared: {stats:?}"
+    );
+    assert_eq!(
+        services.calls.load(std::sync::atomic::Ordering::Relaxed),
+        200 * 8
+    );
+    let violations = services.violations.lock().unwrap();
+    assert!(
+        violations.is_empty(),
+        "calls before durability: {violations:?}"
+    );
+}

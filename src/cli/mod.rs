@@ -3,6 +3,7 @@
 //! Data goes to stdout, messages to stderr. Each subcommand lives in its
 //! own file and calls the library's public API only.
 
+mod bench;
 mod exit;
 mod input;
 mod inspect;
@@ -61,6 +62,9 @@ enum Command {
     /// Serve the sandbox services alone.
     #[command(after_help = exit::HELP)]
     Sandbox(sandbox::SandboxArgs),
+    /// Measure throughput, latency, CPU and memory on a fresh store.
+    #[command(after_help = exit::HELP)]
+    Bench(bench::BenchArgs),
 }
 
 /// Ctrl-C and SIGTERM, listened for from the moment this is made, so a
@@ -323,6 +327,7 @@ pub fn main() -> ExitCode {
             Command::Resume(args) => resume::resume(args).await,
             Command::Inspect(command) => inspect::inspect(command),
             Command::Sandbox(args) => sandbox::sandbox(args).await,
+            Command::Bench(args) => bench::bench(args).await,
         }
     });
 

@@ -7,6 +7,8 @@
 //! case, as RFC 7643 marks it case-insensitive. Errors use the SCIM error
 //! schema with the RFC's `scimType` values.
 
+use std::collections::HashMap;
+
 use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
@@ -41,10 +43,13 @@ pub(crate) fn routes(app: &App) -> Router<App> {
     app::guarded(router, app, Service::Profile)
 }
 
-/// The users in the directory, oldest first.
+/// The users in the directory, oldest first, indexed by id and by
+/// lower-cased userName so that a large directory stays fast.
 #[derive(Debug, Default)]
 pub(crate) struct Directory {
     users: Vec<User>,
+    by_id: HashMap<String, usize>,
+    by_user_name: HashMap<String, usize>,
 }
 
 impl Directory {
@@ -54,20 +59,36 @@ impl Directory {
     }
 
     fn find(&self, id: &str) -> Option<usize> {
-        self.users.iter().position(|user| user.id == id)
+        self.by_id.get(id).copied()
     }
 
     fn get(&self, id: &str) -> Option<&User> {
-        self.users.iter().find(|user| user.id == id)
+        self.find(id).map(|i| &self.users[i])
     }
 
     fn get_mut(&mut self, id: &str) -> Option<&mut User> {
-        self.users.iter_mut().find(|user| user.id == id)
+        self.find(id).map(|i| &mut self.users[i])
     }
 
     fn has_user_name(&self, user_name: &str) -> bool {
-        let same = |user: &User| same_user_name(&user.user_name, user_name);
-        self.users.iter().any(same)
+        self.by_user_name.contains_key(&user_name.to_lowercase())
+    }
+
+    fn insert(&mut self, user: User) {
+        let index = self.users.len();
+        self.by_id.insert(user.id.clone(), index);
+        self.by_user_name.insert(user.user_name.to_lowercase(), index);
+        self.users.push(user);
+    }
+
+    fn remove(&mut self, index: usize) {
+        self.users.remove(index);
+        self.by_id.clear();
+        self.by_user_name.clear();
+        for (i, user) in self.users.iter().enumerate() {
+            self.by_id.insert(user.id.clone(), i);
+            self.by_user_name.insert(user.user_name.to_lowercase(), i);
+        }
     }
 
     fn new_id(&self) -> String {
@@ -263,7 +284,7 @@ async fn create(State(app): State<App>, meta: Meta, headers: HeaderMap, body: By
         last_modified: now,
         correlation_id: meta.correlation_id,
     };
-    directory.users.push(user.clone());
+    directory.insert(user.clone());
     drop(state);
 
     let resource = user.resource(&base_url(&headers));
@@ -356,7 +377,7 @@ async fn remove(State(app): State<App>, id: Result<Path<String>, PathRejection>)
     let Some(index) = state.profiles.find(&id) else {
         return not_found();
     };
-    state.profiles.users.remove(index);
+    state.profiles.remove(index);
     StatusCode::NO_CONTENT.into_response()
 }
 

@@ -13,6 +13,7 @@
 mod activity;
 mod email;
 mod http;
+mod in_process;
 mod payment;
 mod profile;
 mod sms;
@@ -28,6 +29,7 @@ use crate::registration::Payment;
 use crate::saga::{SagaId, Step};
 
 pub use http::{Endpoint, Endpoints, HttpServices};
+pub use in_process::InProcessServices;
 
 /// One request to a service, with everything needed to send it again.
 #[derive(Debug, Clone, PartialEq, Eq)]

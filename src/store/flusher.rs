@@ -15,7 +15,7 @@
 use std::fs::File;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use tokio::sync::{watch, Notify};
 
@@ -42,6 +42,8 @@ struct Shared {
     commits: AtomicU64,
     flushes: AtomicU64,
     fsyncs: AtomicU64,
+    /// Commit latencies in microseconds, kept only when asked for.
+    latencies: Option<Mutex<Vec<u32>>>,
 }
 
 /// The group-commit flusher of one sled database.
@@ -57,7 +59,12 @@ impl Flusher {
     /// # Errors
     ///
     /// The log file cannot be opened (power mode only).
-    pub fn new(db: sled::Db, log: &Path, durability: Durability) -> std::io::Result<Flusher> {
+    pub fn new(
+        db: sled::Db,
+        log: &Path,
+        durability: Durability,
+        record_latencies: bool,
+    ) -> std::io::Result<Flusher> {
         let log = match durability {
             Durability::Power => Some(File::open(log)?),
             Durability::Process => None,
@@ -71,6 +78,7 @@ impl Flusher {
             commits: AtomicU64::new(0),
             flushes: AtomicU64::new(0),
             fsyncs: AtomicU64::new(0),
+            latencies: record_latencies.then(|| Mutex::new(Vec::new())),
         });
         Ok(Flusher {
             shared,
@@ -93,6 +101,7 @@ impl Flusher {
             tokio::spawn(run(Arc::downgrade(&self.shared), wake));
         });
         let shared = &self.shared;
+        let started = std::time::Instant::now();
         let mut progress = shared.progress.subscribe();
         let ticket = shared.issued.fetch_add(1, Ordering::SeqCst) + 1;
         shared.commits.fetch_add(1, Ordering::Relaxed);
@@ -102,10 +111,29 @@ impl Flusher {
             .wait_for(|p| p.durable >= ticket || p.failed.is_some())
             .await
             .map_err(|_| Error::Flush("the flusher has stopped".into()))?;
-        match &seen.failed {
-            Some(reason) => Err(Error::Flush(reason.clone())),
-            None => Ok(()),
+        if let Some(reason) = &seen.failed {
+            return Err(Error::Flush(reason.clone()));
         }
+        if let Some(latencies) = &shared.latencies {
+            let micros = u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX);
+            latencies
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(micros);
+        }
+        Ok(())
+    }
+
+    /// Commit latencies so far, if they are being recorded.
+    pub fn latencies(&self) -> Vec<std::time::Duration> {
+        let Some(latencies) = &self.shared.latencies else {
+            return Vec::new();
+        };
+        let micros = latencies.lock().unwrap_or_else(|p| p.into_inner());
+        micros
+            .iter()
+            .map(|m| std::time::Duration::from_micros(u64::from(*m)))
+            .collect()
     }
 
     pub fn stats(&self) -> Stats {

@@ -21,6 +21,7 @@ use super::{codec, Created, Durability, Error, Stats, Store};
 use crate::saga::{Saga, SagaId};
 
 const LOCK_RETRIES: u32 = 10;
+const CACHE_BYTES: u64 = 16 * 1024 * 1024;
 const LOCK_RETRY_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// A store in a sled database directory. One process at a time.
@@ -41,13 +42,27 @@ impl SledStore {
     /// [`Error::Locked`] if another process has it open, [`Error::Corrupt`]
     /// if its files cannot be read, [`Error::Open`] otherwise.
     pub fn open(path: &Path, durability: Durability) -> Result<SledStore, Error> {
+        Self::open_with(path, durability, false)
+    }
+
+    /// As [`SledStore::open`]; with `record_latencies`, every commit's
+    /// latency is kept for [`SledStore::commit_latencies`] (benchmarks).
+    ///
+    /// # Errors
+    ///
+    /// As [`SledStore::open`].
+    pub fn open_with(
+        path: &Path,
+        durability: Durability,
+        record_latencies: bool,
+    ) -> Result<SledStore, Error> {
         // sled releases its file lock from a background thread after the
         // last handle is dropped, so a store closed a moment ago in this
         // same process may still look held. Another process holding it
         // stays refused after this short grace.
         let mut tries = 0;
         loop {
-            match Self::open_once(path, durability) {
+            match Self::open_once(path, durability, record_latencies) {
                 Err(Error::Locked { .. }) if tries < LOCK_RETRIES => {
                     tries += 1;
                     std::thread::sleep(LOCK_RETRY_WAIT);
@@ -82,11 +97,20 @@ impl SledStore {
         Ok(())
     }
 
-    fn open_once(path: &Path, durability: Durability) -> Result<SledStore, Error> {
+    fn open_once(
+        path: &Path,
+        durability: Durability,
+        record_latencies: bool,
+    ) -> Result<SledStore, Error> {
         Self::check_path(path)?;
         // sled's own periodic flusher is off: every write is flushed by
         // our group commit, and its thread would delay closing the store.
-        let config = sled::Config::new().path(path).flush_every_ms(None);
+        // Reads are rare (a saga is read once when its driving starts), so
+        // a small cache keeps memory flat however large the store grows.
+        let config = sled::Config::new()
+            .path(path)
+            .cache_capacity(CACHE_BYTES)
+            .flush_every_ms(None);
         // A damaged file must become an error, even where sled's recovery
         // would rather panic.
         let db = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()))
@@ -101,8 +125,8 @@ impl SledStore {
         let unfinished = tree("unfinished")?;
 
         sync_dir(path);
-        let flusher =
-            Flusher::new(db.clone(), &path.join("db"), durability).map_err(|e| Error::Open {
+        let flusher = Flusher::new(db.clone(), &path.join("db"), durability, record_latencies)
+            .map_err(|e| Error::Open {
                 path: path.to_owned(),
                 reason: e.to_string(),
             })?;
@@ -134,6 +158,11 @@ impl SledStore {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Every commit's latency so far, when opened to record them.
+    pub fn commit_latencies(&self) -> Vec<std::time::Duration> {
+        self.flusher.latencies()
     }
 
     fn decode(&self, key: &[u8], bytes: &[u8]) -> Result<Saga, Error> {
