@@ -77,7 +77,8 @@ impl Directory {
     fn insert(&mut self, user: User) {
         let index = self.users.len();
         self.by_id.insert(user.id.clone(), index);
-        self.by_user_name.insert(user.user_name.to_lowercase(), index);
+        self.by_user_name
+            .insert(user.user_name.to_lowercase(), index);
         self.users.push(user);
     }
 
