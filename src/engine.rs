@@ -120,6 +120,8 @@ struct Inner<S, X> {
     rng: Mutex<SmallRng>,
     crash: Option<CrashAt>,
     stopping: tokio::sync::watch::Sender<bool>,
+    /// Sagas now waiting for a retry's due time.
+    waiting: std::sync::atomic::AtomicUsize,
 }
 
 impl<S: Store, X: Services> Engine<S, X> {
@@ -145,6 +147,7 @@ impl<S: Store, X: Services> Engine<S, X> {
                 rng: Mutex::new(rng),
                 crash: options.crash,
                 stopping: tokio::sync::watch::Sender::new(false),
+                waiting: std::sync::atomic::AtomicUsize::new(0),
             }),
         })
     }
@@ -277,6 +280,13 @@ impl<S: Store, X: Services> Engine<S, X> {
         self.inner.stopping.send_replace(true);
     }
 
+    /// How many sagas are waiting for a retry right now.
+    pub fn waiting(&self) -> usize {
+        self.inner
+            .waiting
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     fn is_stopping(&self) -> bool {
         *self.inner.stopping.borrow()
     }
@@ -363,10 +373,14 @@ impl<S: Store, X: Services> Engine<S, X> {
         debug!(saga.id = %saga.id, step = step.name(), wait_ms = wait.as_millis() as u64,
                "waiting before retry");
         let mut stopping = self.inner.stopping.subscribe();
-        tokio::select! {
+        let waiting = &self.inner.waiting;
+        waiting.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let slept = tokio::select! {
             () = tokio::time::sleep(wait) => true,
             _ = stopping.wait_for(|stop| *stop) => false,
-        }
+        };
+        waiting.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        slept
     }
 
     /// Runs one attempt of the current step: persist, call, persist.

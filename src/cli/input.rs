@@ -185,3 +185,24 @@ fn reject(position: String, reason: String, raw: &str) -> Rejected {
         raw: raw.to_owned(),
     }
 }
+
+/// How many records an input file holds, for progress: its non-blank
+/// lines, or the length of its array. `None` for stdin or when unknown.
+pub fn count(path: &Path) -> Option<usize> {
+    // Counting reads the file once more; past this size it is not worth it.
+    const MAX_COUNTED_BYTES: u64 = 256 * 1024 * 1024;
+    if path == Path::new("-") || std::fs::metadata(path).ok()?.len() > MAX_COUNTED_BYTES {
+        return None;
+    }
+    let bytes = std::fs::read(path).ok()?;
+    let text = String::from_utf8_lossy(&bytes);
+    if text
+        .trim_start_matches('\u{feff}')
+        .trim_start()
+        .starts_with('[')
+    {
+        let values: Vec<serde_json::Value> = serde_json::from_slice(&bytes).ok()?;
+        return Some(values.len());
+    }
+    Some(text.lines().filter(|l| !l.trim().is_empty()).count())
+}

@@ -7,6 +7,7 @@ mod bench;
 mod exit;
 mod input;
 mod inspect;
+mod progress;
 mod resume;
 mod run;
 mod sandbox;

@@ -20,7 +20,7 @@ use serde::Serialize;
 use tokio::task::JoinSet;
 use tracing::{debug, warn};
 
-use super::{exit, input, start, stop_on_signal, ServiceArgs, Signals, StoreArgs};
+use super::{exit, input, progress, start, stop_on_signal, ServiceArgs, Signals, StoreArgs};
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -51,6 +51,8 @@ struct Line<'a> {
 /// Counts for the summary line.
 #[derive(Default)]
 struct Tally {
+    /// Shared with the progress display.
+    progress: std::sync::Arc<progress::Counts>,
     by_status: BTreeMap<String, usize>,
     rejected: usize,
     errors: usize,
@@ -120,6 +122,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     };
 
     let mut tally = Tally::default();
+    let shown = {
+        let engine = engine.clone();
+        let total = input::count(&args.input);
+        progress::Progress::start(total, tally.progress.clone(), move || engine.waiting())
+    };
     let mut tasks = JoinSet::new();
     let window = engine_window(&args.services, &config);
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
@@ -176,6 +183,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
         collect(joined(Some(done))?, &mut out, &mut tally, &mut rejects)?;
     }
     out.flush().context("could not write results to stdout")?;
+    drop(shown);
 
     let resumed = if stopped.load(Ordering::SeqCst) {
         tokio::time::timeout(STOP_GRACE, resume).await.ok()
@@ -281,6 +289,10 @@ fn collect(
     match outcome {
         Ok(saga) => {
             let result = RegistrationResult::from(&saga);
+            tally.progress.done.fetch_add(1, Ordering::Relaxed);
+            if saga.state == regsaga::State::Finished(regsaga::FinalStatus::Failed) {
+                tally.progress.failed.fetch_add(1, Ordering::Relaxed);
+            }
             *tally.by_status.entry(result.status.clone()).or_default() += 1;
             serde_json::to_writer(
                 &mut *out,
