@@ -174,7 +174,8 @@ impl<S: Store, X: Services> Engine<S, X> {
 
     /// Creates the saga of a registration and returns once it is durable.
     ///
-    /// Submitting the same registration again returns its existing saga.
+    /// Submitting the same registration again returns its existing saga;
+    /// one whose saga `Failed` (no profile was created) gets a new saga.
     ///
     /// # Errors
     ///
@@ -192,6 +193,13 @@ impl<S: Store, X: Services> Engine<S, X> {
             }
             Created::Existing(id) => {
                 let existing = self.inner.store.load(id)?.ok_or(Error::NotFound(id))?;
+                // A failed registration created nothing (no profile, so
+                // nothing after it): submitting it again starts afresh.
+                // Should its profile exist after all (an attempt in
+                // doubt), the new saga meets it as a conflict.
+                if existing.state == State::Finished(crate::saga::FinalStatus::Failed) {
+                    return self.take_over(id, saga).await;
+                }
                 if existing.registration != saga.registration {
                     return Err(Error::Conflict {
                         email: saga.registration.email,
@@ -200,6 +208,19 @@ impl<S: Store, X: Services> Engine<S, X> {
                 }
                 Ok(Submitted { id, existing: true })
             }
+        }
+    }
+
+    async fn take_over(&self, previous: SagaId, saga: Saga) -> Result<Submitted, Error> {
+        match self.inner.store.take_over(previous, &saga).await? {
+            Created::New => {
+                debug!(saga.id = %saga.id, previous = %previous, "failed saga taken over");
+                Ok(Submitted {
+                    id: saga.id,
+                    existing: false,
+                })
+            }
+            Created::Existing(id) => Ok(Submitted { id, existing: true }),
         }
     }
 

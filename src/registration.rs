@@ -271,36 +271,31 @@ pub fn mask_phone(phone: &str) -> String {
     format!("+***{tail}")
 }
 
-/// Whether `text` holds a run of 13 to 19 digits (spaces and dashes
-/// allowed between them) that passes the Luhn check: a payment card
-/// number, which regsaga must never store.
+/// Whether `text` holds a run of 13 or more digits, possibly split by
+/// spaces, dashes, dots or slashes: the shape of a payment card number,
+/// which regsaga must never store. No name or e-mail needs that many
+/// digits in a row, so the rule does not try to tell cards from others.
 fn holds_card_number(text: &str) -> bool {
-    let mut digits: Vec<u32> = Vec::new();
-    let mut runs = Vec::new();
+    let mut run = 0;
+    let mut separators = 0;
     for c in text.chars() {
         match c {
-            '0'..='9' => digits.push(c as u32 - '0' as u32),
-            ' ' | '-' if !digits.is_empty() => {}
-            _ => runs.push(std::mem::take(&mut digits)),
+            '0'..='9' => {
+                run += 1;
+                separators = 0;
+                if run >= 13 {
+                    return true;
+                }
+            }
+            // One separator between digit groups keeps the run going.
+            ' ' | '-' | '.' | '/' if run > 0 && separators == 0 => separators += 1,
+            _ => {
+                run = 0;
+                separators = 0;
+            }
         }
     }
-    runs.push(digits);
-    runs.iter()
-        .any(|run| (13..=19).contains(&run.len()) && luhn(run))
-}
-
-fn luhn(digits: &[u32]) -> bool {
-    let sum: u32 = digits
-        .iter()
-        .rev()
-        .enumerate()
-        .map(|(i, d)| match (i % 2, d * 2) {
-            (1, doubled) if doubled > 9 => doubled - 9,
-            (1, doubled) => doubled,
-            _ => *d,
-        })
-        .sum();
-    sum % 10 == 0
+    false
 }
 
 fn check_name(raw: Option<String>) -> Result<String, Invalid> {
@@ -545,9 +540,9 @@ mod tests {
             assert!(err.rule.contains("card"), "{name}");
             assert!(!err.to_string().contains("4111"), "{err}");
         }
-        // Digits that fail the Luhn check, or too few of them, are fine.
-        assert!(parse(r#"{"email":"a@b.example","fullName":"Unit 1234567890123"}"#).is_ok());
-        assert!(parse(r#"{"email":"a@b.example","fullName":"Louis XIV 1638"}"#).is_ok());
+        // Fewer digits in a row are fine.
+        assert!(parse(r#"{"email":"a@b.example","fullName":"Unit 123456789012"}"#).is_ok());
+        assert!(parse(r#"{"email":"a@b.example","fullName":"Louis XIV 1638 - 1715"}"#).is_ok());
 
         assert_eq!(mask_email("jane.roe@example.com"), "j***@example.com");
         assert_eq!(mask_phone("+12025550143"), "+***43");

@@ -219,6 +219,8 @@ pub struct PaymentAudit {
     pub who: String,
     pub amount_minor: u64,
     pub currency: String,
+    /// The amount in major units with its currency, e.g. `0.30 USD`.
+    pub amount: String,
     pub idempotency_key: String,
     pub attempt: u32,
     /// `succeeded`, `failed`, `interrupted` or `pending`.
@@ -248,6 +250,7 @@ pub fn payment_audit(saga: &Saga) -> Vec<PaymentAudit> {
                 who: crate::registration::mask_email(&saga.registration.email),
                 amount_minor: payment.amount_minor,
                 currency: payment.currency.clone(),
+                amount: payment.display_amount(),
                 idempotency_key: a.idempotency_key.clone(),
                 attempt: a.number,
                 outcome: view.outcome,

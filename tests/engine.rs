@@ -605,6 +605,14 @@ impl Store for Watched {
         Ok(created)
     }
 
+    async fn take_over(
+        &self,
+        previous: regsaga::SagaId,
+        saga: &regsaga::Saga,
+    ) -> Result<regsaga::store::Created, regsaga::store::Error> {
+        self.inner.take_over(previous, saga).await
+    }
+
     async fn save(&self, saga: &regsaga::Saga) -> Result<(), regsaga::store::Error> {
         self.inner.save(saga).await?;
         self.durable.lock().unwrap().insert(saga.id, saga.clone());
@@ -720,4 +728,30 @@ async fn with_group_commit_no_request_leaves_before_its_attempt_is_durable() {
         violations.is_empty(),
         "calls before durability: {violations:?}"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_registration_submitted_again_starts_afresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let services = Scripted::default();
+    services.fail(Step::CreateProfile, 1, http(400));
+    let engine = engine(&dir, &services);
+
+    let failed = engine.register(full()).await.unwrap();
+    assert_eq!(failed.state, State::Finished(FinalStatus::Failed));
+
+    let again = engine.register(full()).await.unwrap();
+    assert_ne!(again.id, failed.id, "a new saga");
+    assert_eq!(again.state, State::Finished(FinalStatus::Completed));
+    let email = &again.registration.email;
+    assert_eq!(engine.store().find_by_email(email).unwrap(), Some(again.id));
+    assert_eq!(
+        engine.store().load(failed.id).unwrap(),
+        Some(failed),
+        "kept"
+    );
+
+    // A completed one is not registered twice.
+    let third = engine.register(full()).await.unwrap();
+    assert_eq!(third.id, again.id);
 }

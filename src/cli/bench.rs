@@ -301,19 +301,56 @@ fn print(report: &Report, json: bool) -> anyhow::Result<()> {
         writeln!(out)?;
         return Ok(());
     }
-    let value = serde_json::to_value(report)?;
+    let r = report;
+    let rows = [
+        ("registrations", r.registrations.to_string()),
+        ("concurrency", r.concurrency.to_string()),
+        ("services", r.services.clone()),
+        ("durability", r.durability.clone()),
+        ("seconds", format!("{:.2}", r.seconds)),
+        (
+            "registrations per second",
+            format!("{:.0}", r.registrations_per_second),
+        ),
+        ("steps per second", format!("{:.0}", r.steps_per_second)),
+        (
+            "registration latency p50",
+            format!("{:.2} ms", r.latency_p50_ms),
+        ),
+        (
+            "registration latency p99",
+            format!("{:.2} ms", r.latency_p99_ms),
+        ),
+        ("commit latency p50", format!("{:.2} ms", r.commit_p50_ms)),
+        ("commit latency p99", format!("{:.2} ms", r.commit_p99_ms)),
+        (
+            "commits per registration",
+            format!("{:.2}", r.commits_per_registration),
+        ),
+        (
+            "flushes per registration",
+            format!("{:.3}", r.flushes_per_registration),
+        ),
+        (
+            "fsyncs per registration",
+            format!("{:.3}", r.fsyncs_per_registration),
+        ),
+        (
+            "CPU per registration",
+            format!("{:.3} ms", r.cpu_ms_per_registration),
+        ),
+        ("peak memory (RSS)", format!("{:.1} MiB", r.peak_rss_mib)),
+        (
+            "store per registration",
+            format!("{:.0} bytes", r.store_bytes_per_registration),
+        ),
+    ];
     let mut table = Table::new();
     table
         .load_preset(presets::NOTHING)
         .set_header(["MEASURE", "VALUE"]);
-    if let Some(fields) = value.as_object() {
-        for (name, value) in fields {
-            let shown = match value.as_f64() {
-                Some(x) if value.is_f64() => format!("{x:.3}"),
-                _ => value.to_string().trim_matches('"').to_owned(),
-            };
-            table.add_row([name.clone(), shown]);
-        }
+    for (name, value) in rows {
+        table.add_row([name.to_owned(), value]);
     }
     writeln!(out, "{table}")?;
     Ok(())

@@ -24,7 +24,8 @@ Exit codes:
   2    invalid command line
   3    some input records were rejected; all others were processed
   4    some registrations ended Failed (no profile could be created)
-  130  interrupted; `regsaga resume` finishes what was left
+  130  interrupted: run the same command again to finish (`run` also reads
+       the input it did not get to; `resume` finishes sagas already begun)
 When several apply, the first in this list wins (1, then 130, then 3, then 4).";
 
 pub fn code(value: u8) -> ExitCode {

@@ -120,7 +120,9 @@ fn ndjson(reader: impl BufRead + Send + 'static) -> impl Iterator<Item = Item> +
 }
 
 fn array(reader: impl Read) -> anyhow::Result<Vec<Item>> {
-    let values: Vec<serde_json::Value> = serde_json::from_reader(reader)
+    // Raw elements keep each record's own text, so that a duplicate key
+    // inside one is seen, as it would be on an NDJSON line.
+    let values: Vec<Box<serde_json::value::RawValue>> = serde_json::from_reader(reader)
         .context("the input starts with '[' but is not a valid JSON array")?;
     Ok(values
         .into_iter()
@@ -128,8 +130,7 @@ fn array(reader: impl Read) -> anyhow::Result<Vec<Item>> {
         .map(|(index, value)| {
             let number = index + 1;
             let position = format!("record {number}");
-            let raw = value.to_string();
-            (number, parse(position, raw.as_bytes()))
+            (number, parse(position, value.get().as_bytes()))
         })
         .collect())
 }
@@ -140,11 +141,11 @@ fn parse(position: String, bytes: &[u8]) -> Result<(Registration, String, String
         let reason = format!("record is longer than {MAX_RECORD_BYTES} bytes");
         return Err(reject(position, reason, ""));
     }
-    let value: serde_json::Value = match serde_json::from_slice(bytes) {
-        Ok(value) => value,
-        Err(e) => return Err(reject(position, format!("not valid JSON ({e})"), &raw)),
-    };
-    if !value.is_object() {
+
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first.is_some_and(|b| *b != b'{')
+        && serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok()
+    {
         return Err(reject(
             position,
             "a record must be a JSON object".into(),
@@ -152,30 +153,66 @@ fn parse(position: String, bytes: &[u8]) -> Result<(Registration, String, String
         ));
     }
 
-    let input: RegistrationInput = match serde_path_to_error::deserialize(value) {
+    // Straight into the input type, not through a map: a key given twice
+    // is refused rather than silently taking its last value.
+    let mut json = serde_json::Deserializer::from_slice(bytes);
+    let input: RegistrationInput = match serde_path_to_error::deserialize(&mut json) {
         Ok(input) => input,
         Err(e) => {
-            let reason = format!("{}: {}", e.path(), describe(&e.inner().to_string()));
+            let inner = e.inner();
+            let reason = if inner.is_syntax() || inner.is_eof() {
+                format!("not valid JSON ({inner})")
+            } else {
+                let path = e.path().to_string();
+                match describe(&inner.to_string()) {
+                    Described::NotAnObject => "a record must be a JSON object".to_owned(),
+                    Described::Field(text) if path == "." => text,
+                    Described::Field(text) => format!("{path}: {text}"),
+                }
+            };
             return Err(reject(position, reason, &raw));
         }
     };
+    if let Err(e) = json.end() {
+        return Err(reject(position, format!("not valid JSON ({e})"), &raw));
+    }
     match input.validate() {
         Ok(registration) => Ok((registration, raw, position)),
         Err(invalid) => Err(reject(position, invalid.to_string(), &raw)),
     }
 }
 
+/// What a data error from serde says, in words fit to show.
+enum Described {
+    NotAnObject,
+    Field(String),
+}
+
 /// serde's message for a wrong type repeats the offending value
 /// ("invalid type: string \"4111…\", expected a boolean"); keep only what
-/// was expected. An unknown field's message names only field names.
-fn describe(message: &str) -> String {
-    if message.starts_with("unknown field") {
-        return message.replace(", expected", " is not accepted; expected");
+/// was expected. Messages about field names name only field names.
+fn describe(message: &str) -> Described {
+    // serde_json appends the position; the record's own position is named.
+    let message = match message.rfind(" at line ") {
+        Some(at) => &message[..at],
+        None => message,
+    };
+    if message.contains("expected struct RegistrationInput") {
+        return Described::NotAnObject;
     }
-    match message.split_once(", expected ") {
-        Some((_, expected)) => format!("has the wrong type (expected {expected})"),
-        None => "has the wrong type".to_owned(),
-    }
+    let text = if message.starts_with("unknown field") {
+        message.replace(", expected", " is not accepted; expected")
+    } else if let Some(field) = message.strip_prefix("missing field ") {
+        format!("{field} is required")
+    } else if let Some(field) = message.strip_prefix("duplicate field ") {
+        format!("{field} is given twice; give each field once")
+    } else {
+        match message.split_once(", expected ") {
+            Some((_, expected)) => format!("has the wrong type (expected {expected})"),
+            None => "has the wrong type".to_owned(),
+        }
+    };
+    Described::Field(text)
 }
 
 fn reject(position: String, reason: String, raw: &str) -> Rejected {

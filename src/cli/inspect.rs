@@ -95,7 +95,7 @@ fn audit(args: AuditArgs) -> anyhow::Result<u8> {
                 row.at,
                 row.saga_id,
                 row.who,
-                format!("{} {}", row.amount_minor, row.currency),
+                row.amount,
                 row.idempotency_key,
                 row.attempt.to_string(),
                 row.outcome,

@@ -58,7 +58,7 @@ enum Command {
     #[command(after_help = exit::HELP)]
     Resume(resume::ResumeArgs),
     /// Look at the sagas in a store.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = exit::HELP)]
     Inspect(inspect::InspectCommand),
     /// Serve the sandbox services alone.
     #[command(after_help = exit::HELP)]

@@ -58,6 +58,8 @@ struct Tally {
     errors: usize,
     unfinished: usize,
     resumed: usize,
+    /// After a stop: input records never read, when the total is known.
+    unread: Option<usize>,
 }
 
 /// Where rejected records go: stderr, and the rejects file if asked for.
@@ -86,6 +88,55 @@ type Engined = Engine<SledStore, HttpServices>;
 
 /// How long attempts in flight may take to finish once a stop was asked.
 const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How often a wait for the next finished registration looks whether a
+/// stop was asked.
+const STOP_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// What waiting for the next finished registration gave.
+enum Next {
+    Done(Done),
+    /// No registration is under way.
+    Empty,
+    /// A stop was asked and its grace period ran out.
+    GaveUp,
+}
+
+/// Waits for finished registrations, watching for a stop: after one, the
+/// registrations in flight get [`STOP_GRACE`] in all.
+#[derive(Default)]
+struct Draining {
+    deadline: Option<tokio::time::Instant>,
+}
+
+impl Draining {
+    async fn next(
+        &mut self,
+        tasks: &mut JoinSet<Done>,
+        stopped: &std::sync::atomic::AtomicBool,
+    ) -> anyhow::Result<Next> {
+        loop {
+            let wait = if stopped.load(Ordering::SeqCst) {
+                let until = *self
+                    .deadline
+                    .get_or_insert_with(|| tokio::time::Instant::now() + STOP_GRACE);
+                match tokio::time::timeout_at(until, tasks.join_next()).await {
+                    Ok(next) => next,
+                    Err(_) => return Ok(Next::GaveUp),
+                }
+            } else {
+                match tokio::time::timeout(STOP_POLL, tasks.join_next()).await {
+                    Ok(next) => next,
+                    Err(_) => continue,
+                }
+            };
+            return Ok(match joined(wait)? {
+                Some(done) => Next::Done(done),
+                None => Next::Empty,
+            });
+        }
+    }
+}
 
 /// What a registration task hands back.
 struct Done {
@@ -122,19 +173,22 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     };
 
     let mut tally = Tally::default();
+    let total = input::count(&args.input);
     let shown = {
         let engine = engine.clone();
-        let total = input::count(&args.input);
         progress::Progress::start(total, tally.progress.clone(), move || engine.waiting())
     };
     let mut tasks = JoinSet::new();
     let window = engine_window(&args.services, &config);
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
 
-    for (record, item) in records {
+    let mut draining = Draining::default();
+    let mut last_read = 0;
+    'input: for (record, item) in records {
         if stopped.load(Ordering::SeqCst) {
             break;
         }
+        last_read = record;
         let (registration, raw, position) = match item {
             Ok(accepted) => accepted,
             Err(rejected) => {
@@ -148,8 +202,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
             }
         };
         while tasks.len() >= window {
-            let done = joined(tasks.join_next().await)?;
-            collect(done, &mut out, &mut tally, &mut rejects)?;
+            match draining.next(&mut tasks, &stopped).await? {
+                Next::Done(done) => collect(Some(done), &mut out, &mut tally, &mut rejects)?,
+                Next::Empty => break,
+                Next::GaveUp => break 'input,
+            }
+        }
+        if stopped.load(Ordering::SeqCst) {
+            break;
         }
         let engine = engine.clone();
         tasks.spawn(async move {
@@ -162,25 +222,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
             }
         });
     }
-    let mut deadline = None;
     loop {
-        let next = if stopped.load(Ordering::SeqCst) {
-            // Attempts in flight get a grace period to finish and be
-            // recorded; one still hanging after it is left in flight and
-            // counts as interrupted when resumed.
-            let until = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + STOP_GRACE);
-            match tokio::time::timeout_at(until, tasks.join_next()).await {
-                Ok(next) => next,
-                Err(_) => {
-                    tally.unfinished += tasks.len();
-                    break;
-                }
+        match draining.next(&mut tasks, &stopped).await? {
+            Next::Done(done) => collect(Some(done), &mut out, &mut tally, &mut rejects)?,
+            Next::Empty => break,
+            Next::GaveUp => {
+                tally.unfinished += tasks.len();
+                break;
             }
-        } else {
-            tasks.join_next().await
-        };
-        let Some(done) = next else { break };
-        collect(joined(Some(done))?, &mut out, &mut tally, &mut rejects)?;
+        }
+    }
+    if stopped.load(Ordering::SeqCst) {
+        tally.unread = total.map(|n| n.saturating_sub(last_read));
     }
     out.flush().context("could not write results to stdout")?;
     drop(shown);
@@ -350,8 +403,18 @@ fn summarize(tally: &Tally, elapsed: std::time::Duration) {
     if tally.unfinished > 0 {
         let sagas = plural(tally.unfinished, "saga", "sagas");
         line.push_str(&format!(
-            "; {sagas} left unfinished: `regsaga resume` (or this same run) finishes them"
+            "; {sagas} left unfinished: `regsaga resume` finishes them"
         ));
+    }
+    match tally.unread {
+        Some(0) => {}
+        Some(n) => line.push_str(&format!(
+            "; {} not read: run the same command again to register them",
+            plural(n, "input record", "input records")
+        )),
+        None if tally.unfinished > 0 => line
+            .push_str("; input records after the stop were not read: run the same command again"),
+        None => {}
     }
     eprintln!("{line}");
 }

@@ -107,6 +107,19 @@ pub trait Store: Send + Sync + 'static {
     /// The write failed or could not be made durable.
     fn create(&self, saga: &Saga) -> impl Future<Output = Result<Created, Error>> + Send;
 
+    /// Writes a new saga that takes the e-mail over from `previous`, if
+    /// `previous` still holds it; atomically, like [`Store::create`].
+    /// The previous saga's record stays, no longer reachable by e-mail.
+    ///
+    /// # Errors
+    ///
+    /// The write failed or could not be made durable.
+    fn take_over(
+        &self,
+        previous: SagaId,
+        saga: &Saga,
+    ) -> impl Future<Output = Result<Created, Error>> + Send;
+
     /// Replaces a saga's record with `saga`.
     ///
     /// # Errors

@@ -212,6 +212,33 @@ impl Store for SledStore {
         Ok(created)
     }
 
+    async fn take_over(&self, previous: SagaId, saga: &Saga) -> Result<Created, Error> {
+        let id = saga.id.as_bytes().to_vec();
+        let email = saga.registration.email.as_bytes();
+        let record = codec::encode(saga);
+
+        let created = (&self.sagas, &self.emails, &self.unfinished)
+            .transaction(|(sagas, emails, unfinished)| {
+                match emails.get(email)? {
+                    Some(owner) if owner.as_ref() != previous.as_bytes() => {
+                        return Ok(Created::Existing(id_from(&owner)?));
+                    }
+                    _ => {}
+                }
+                emails.insert(email, id.as_slice())?;
+                unfinished.insert(id.as_slice(), &[])?;
+                sagas.insert(id.as_slice(), record.as_slice())?;
+                Ok(Created::New)
+            })
+            .map_err(|e: TransactionError<Error>| match e {
+                TransactionError::Abort(e) => e,
+                TransactionError::Storage(e) => backend(e),
+            })?;
+
+        self.flusher.commit().await?;
+        Ok(created)
+    }
+
     async fn save(&self, saga: &Saga) -> Result<(), Error> {
         let id = saga.id.as_bytes();
         self.sagas
