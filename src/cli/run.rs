@@ -95,7 +95,7 @@ const STOP_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// What waiting for the next finished registration gave.
 enum Next {
-    Done(Done),
+    Done(Box<Done>),
     /// No registration is under way.
     Empty,
     /// A stop was asked and its grace period ran out.
@@ -131,7 +131,7 @@ impl Draining {
                 }
             };
             return Ok(match joined(wait)? {
-                Some(done) => Next::Done(done),
+                Some(done) => Next::Done(Box::new(done)),
                 None => Next::Empty,
             });
         }
@@ -203,7 +203,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
         };
         while tasks.len() >= window {
             match draining.next(&mut tasks, &stopped).await? {
-                Next::Done(done) => collect(Some(done), &mut out, &mut tally, &mut rejects)?,
+                Next::Done(done) => collect(Some(*done), &mut out, &mut tally, &mut rejects)?,
                 Next::Empty => break,
                 Next::GaveUp => break 'input,
             }
@@ -224,7 +224,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     }
     loop {
         match draining.next(&mut tasks, &stopped).await? {
-            Next::Done(done) => collect(Some(done), &mut out, &mut tally, &mut rejects)?,
+            Next::Done(done) => collect(Some(*done), &mut out, &mut tally, &mut rejects)?,
             Next::Empty => break,
             Next::GaveUp => {
                 tally.unfinished += tasks.len();
