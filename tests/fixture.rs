@@ -61,18 +61,8 @@ async fn every_saga_of_the_version_1_fixture_decodes_and_resumes() {
         assert_eq!(codec::version(&codec::encode(saga)), Some(1));
     }
 
-    let sandbox = Sandbox::start("127.0.0.1:0".parse().unwrap(), SandboxOptions::default())
-        .await
-        .unwrap();
-    let services = HttpServices::new(Endpoints::all_at(&sandbox.url()), |_| {
-        std::time::Duration::from_secs(2)
-    })
-    .unwrap();
-    // A due time read back from the store is capped at max_interval.
-    let mut options = Options::default();
-    options.policies.external.max_interval = std::time::Duration::from_millis(100);
-    options.policies.external.initial_interval = std::time::Duration::from_millis(10);
-    let engine = Engine::new(store, services, options).unwrap();
+    let sandbox = sandbox(&[]).await;
+    let engine = engine(store, &sandbox);
     let resumed = engine.resume().await.unwrap();
 
     assert_eq!(resumed.len(), 2, "the waiting and the in-flight saga");
@@ -115,14 +105,7 @@ async fn a_record_of_a_newer_version_is_left_alone_while_the_others_go_on() {
 
     let store = SledStore::open(&path, Durability::Process).unwrap();
     let sandbox = sandbox(&[]).await;
-    let services = HttpServices::new(Endpoints::all_at(&sandbox.url()), |_| {
-        std::time::Duration::from_secs(2)
-    })
-    .unwrap();
-    let mut options = Options::default();
-    options.policies.external.max_interval = std::time::Duration::from_millis(100);
-    options.policies.external.initial_interval = std::time::Duration::from_millis(10);
-    let engine = Engine::new(store, services, options).unwrap();
+    let engine = engine(store, &sandbox);
 
     let resumed = engine.resume().await.unwrap();
     assert_eq!(resumed.len(), 1, "the waiting saga went on");
@@ -144,6 +127,19 @@ async fn a_record_of_a_newer_version_is_left_alone_while_the_others_go_on() {
         .unwrap();
     assert_eq!(after.to_vec(), bytes, "the record is untouched");
     sandbox.shutdown().await;
+}
+
+/// An engine over `store` and `sandbox`. A due time read back from the
+/// store is capped at max_interval, here 100 ms, so waits are short.
+fn engine(store: SledStore, sandbox: &Sandbox) -> Engine<SledStore, HttpServices> {
+    let services = HttpServices::new(Endpoints::all_at(&sandbox.url()), |_| {
+        std::time::Duration::from_secs(2)
+    })
+    .unwrap();
+    let mut options = Options::default();
+    options.policies.external.max_interval = std::time::Duration::from_millis(100);
+    options.policies.external.initial_interval = std::time::Duration::from_millis(10);
+    Engine::new(store, services, options).unwrap()
 }
 
 async fn sandbox(faults: &[&str]) -> Sandbox {

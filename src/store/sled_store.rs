@@ -165,6 +165,37 @@ impl SledStore {
         self.flusher.latencies()
     }
 
+    /// Writes `saga` and claims its e-mail in one transaction, unless a
+    /// live saga other than `yielding` holds the e-mail; durable when Ok.
+    async fn claim(&self, saga: &Saga, yielding: Option<SagaId>) -> Result<Created, Error> {
+        let id = saga.id.as_bytes().to_vec();
+        let email = saga.registration.email.as_bytes();
+        let record = codec::encode(saga);
+
+        let created = (&self.sagas, &self.emails, &self.unfinished)
+            .transaction(|(sagas, emails, unfinished)| {
+                if let Some(owner) = emails.get(email)? {
+                    let yields = yielding.is_some_and(|y| owner.as_ref() == y.as_bytes());
+                    // A claim whose saga is missing is left over from a
+                    // failed write; it is taken over, not honoured.
+                    if !yields && sagas.get(&owner)?.is_some() {
+                        return Ok(Created::Existing(id_from(&owner)?));
+                    }
+                }
+                emails.insert(email, id.as_slice())?;
+                unfinished.insert(id.as_slice(), &[])?;
+                sagas.insert(id.as_slice(), record.as_slice())?;
+                Ok(Created::New)
+            })
+            .map_err(|e: TransactionError<Error>| match e {
+                TransactionError::Abort(e) => e,
+                TransactionError::Storage(e) => backend(e),
+            })?;
+
+        self.flusher.commit().await?;
+        Ok(created)
+    }
+
     fn decode(&self, key: &[u8], bytes: &[u8]) -> Result<Saga, Error> {
         codec::decode(bytes).map_err(|e| {
             let key = key_name(key);
@@ -185,58 +216,11 @@ impl SledStore {
 
 impl Store for SledStore {
     async fn create(&self, saga: &Saga) -> Result<Created, Error> {
-        let id = saga.id.as_bytes().to_vec();
-        let email = saga.registration.email.as_bytes();
-        let record = codec::encode(saga);
-
-        let created = (&self.sagas, &self.emails, &self.unfinished)
-            .transaction(|(sagas, emails, unfinished)| {
-                if let Some(owner) = emails.get(email)? {
-                    // A claim whose saga is missing is left over from a
-                    // failed write; it is taken over, not honoured.
-                    if sagas.get(&owner)?.is_some() {
-                        return Ok(Created::Existing(id_from(&owner)?));
-                    }
-                }
-                emails.insert(email, id.as_slice())?;
-                unfinished.insert(id.as_slice(), &[])?;
-                sagas.insert(id.as_slice(), record.as_slice())?;
-                Ok(Created::New)
-            })
-            .map_err(|e: TransactionError<Error>| match e {
-                TransactionError::Abort(e) => e,
-                TransactionError::Storage(e) => backend(e),
-            })?;
-
-        self.flusher.commit().await?;
-        Ok(created)
+        self.claim(saga, None).await
     }
 
     async fn take_over(&self, previous: SagaId, saga: &Saga) -> Result<Created, Error> {
-        let id = saga.id.as_bytes().to_vec();
-        let email = saga.registration.email.as_bytes();
-        let record = codec::encode(saga);
-
-        let created = (&self.sagas, &self.emails, &self.unfinished)
-            .transaction(|(sagas, emails, unfinished)| {
-                match emails.get(email)? {
-                    Some(owner) if owner.as_ref() != previous.as_bytes() => {
-                        return Ok(Created::Existing(id_from(&owner)?));
-                    }
-                    _ => {}
-                }
-                emails.insert(email, id.as_slice())?;
-                unfinished.insert(id.as_slice(), &[])?;
-                sagas.insert(id.as_slice(), record.as_slice())?;
-                Ok(Created::New)
-            })
-            .map_err(|e: TransactionError<Error>| match e {
-                TransactionError::Abort(e) => e,
-                TransactionError::Storage(e) => backend(e),
-            })?;
-
-        self.flusher.commit().await?;
-        Ok(created)
+        self.claim(saga, Some(previous)).await
     }
 
     async fn save(&self, saga: &Saga) -> Result<(), Error> {
