@@ -263,3 +263,103 @@ pub fn payment_audit(saga: &Saga) -> Vec<PaymentAudit> {
         })
         .collect()
 }
+
+/// One saga decoded in full, as `inspect dump` writes it: the detail of
+/// `inspect show` and the registration it carries.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SagaDump {
+    #[serde(flatten)]
+    pub detail: SagaDetail,
+    pub registration: crate::registration::Registration,
+}
+
+impl From<&Saga> for SagaDump {
+    fn from(saga: &Saga) -> Self {
+        SagaDump {
+            detail: SagaDetail::from(saga),
+            registration: saga.registration.clone(),
+        }
+    }
+}
+
+/// Counts over a whole store, as `inspect stats` shows them.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Stats {
+    pub sagas: usize,
+    /// Sagas by status label.
+    pub by_status: std::collections::BTreeMap<String, usize>,
+    /// Per service, from every attempt kept in history.
+    pub services: std::collections::BTreeMap<String, ServiceStats>,
+}
+
+/// What one service's attempts came to.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceStats {
+    pub attempts: usize,
+    pub successes: usize,
+    /// Failed attempts by error kind (`http-503`, `timeout`, …).
+    pub failures: std::collections::BTreeMap<String, usize>,
+    /// Attempts after a step's first.
+    pub retries: usize,
+    pub latency_p50_ms: Option<u64>,
+    pub latency_p95_ms: Option<u64>,
+    pub latency_p99_ms: Option<u64>,
+    #[serde(skip)]
+    durations: Vec<u64>,
+}
+
+impl Stats {
+    /// Adds one saga's counts.
+    pub fn add(&mut self, saga: &Saga) {
+        self.sagas += 1;
+        *self
+            .by_status
+            .entry(saga.state.label().to_owned())
+            .or_default() += 1;
+        for attempt in &saga.history {
+            let service = self
+                .services
+                .entry(attempt.step.service().to_owned())
+                .or_default();
+            service.attempts += 1;
+            if attempt.number > 1 {
+                service.retries += 1;
+            }
+            match &attempt.outcome {
+                AttemptOutcome::Succeeded => service.successes += 1,
+                AttemptOutcome::Failed { kind, .. } => {
+                    *service.failures.entry(kind.to_string()).or_default() += 1;
+                }
+                AttemptOutcome::Interrupted => {
+                    *service
+                        .failures
+                        .entry("interrupted".to_owned())
+                        .or_default() += 1;
+                }
+                AttemptOutcome::Pending => {}
+            }
+            if let Some(took) = attempt.duration() {
+                service
+                    .durations
+                    .push(u64::try_from(took.as_millis()).unwrap_or(u64::MAX));
+            }
+        }
+    }
+
+    /// Computes the latency percentiles once every saga was added.
+    pub fn finish(&mut self) {
+        for service in self.services.values_mut() {
+            service.durations.sort_unstable();
+            let at = |q: f64| {
+                let d = &service.durations;
+                (!d.is_empty()).then(|| d[((d.len() - 1) as f64 * q).round() as usize])
+            };
+            service.latency_p50_ms = at(0.50);
+            service.latency_p95_ms = at(0.95);
+            service.latency_p99_ms = at(0.99);
+        }
+    }
+}

@@ -277,3 +277,46 @@ fn the_payment_audit_lists_every_payment_operation() {
     assert_eq!(outcomes.iter().filter(|o| **o == "failed").count(), 2);
     assert!(outcomes.contains(&"pending"));
 }
+
+#[test]
+fn dump_and_stats_read_the_whole_store_without_changing_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    copy_dir(&fixture(), &path);
+    let inspect = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_regsaga"))
+            .arg("inspect")
+            .args(args)
+            .arg("--store")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+
+    let dump = inspect(&["dump"]);
+    let sagas: Vec<serde_json::Value> = dump
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(sagas.len(), 6);
+    for saga in &sagas {
+        assert!(saga["registration"]["email"].is_string());
+        assert!(saga["steps"].is_array() && saga["result"].is_object());
+    }
+    assert_eq!(inspect(&["dump", "--status", "failed"]).lines().count(), 1);
+
+    let stats: serde_json::Value = serde_json::from_str(&inspect(&["stats", "--json"])).unwrap();
+    assert_eq!(stats["sagas"], 6);
+    assert_eq!(stats["byStatus"]["CompletedWithErrors"], 2);
+    assert_eq!(stats["services"]["payment"]["failures"]["declined"], 2);
+    assert!(stats["services"]["profile"]["latencyP50Ms"].is_u64());
+
+    // Reading twice gives the same: nothing was written in between.
+    assert_eq!(inspect(&["dump"]), dump);
+}

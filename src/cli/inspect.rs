@@ -22,6 +22,22 @@ pub enum InspectCommand {
     /// Every payment operation: when, whose, how much, key and outcome.
     #[command(after_help = exit::HELP)]
     Audit(AuditArgs),
+    /// Every saga decoded in full, one JSON object per line.
+    #[command(after_help = exit::HELP)]
+    Dump(DumpArgs),
+    /// Counts by status; per service attempts, failures, retries, latency.
+    #[command(after_help = exit::HELP)]
+    Stats(AuditArgs),
+}
+
+#[derive(Args)]
+pub struct DumpArgs {
+    /// Only sagas with this status.
+    #[arg(long)]
+    status: Option<String>,
+
+    #[command(flatten)]
+    store: StoreArgs,
 }
 
 #[derive(Args)]
@@ -71,7 +87,91 @@ pub fn inspect(command: InspectCommand) -> anyhow::Result<u8> {
         InspectCommand::List(args) => list(args),
         InspectCommand::Show(args) => show(args),
         InspectCommand::Audit(args) => audit(args),
+        InspectCommand::Dump(args) => dump(args),
+        InspectCommand::Stats(args) => stats(args),
     }
+}
+
+fn check_status(status: Option<&String>) -> anyhow::Result<()> {
+    if let Some(status) = status {
+        anyhow::ensure!(
+            STATUSES.iter().any(|s| s.eq_ignore_ascii_case(status)),
+            "--status {status:?} is not a status; use one of {}",
+            STATUSES.join(", ")
+        );
+    }
+    Ok(())
+}
+
+fn dump(args: DumpArgs) -> anyhow::Result<u8> {
+    check_status(args.status.as_ref())?;
+    let store = open(&args.store)?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for id in store.ids()? {
+        let Some(saga) = store.load(id)? else {
+            continue;
+        };
+        let label = saga.state.label();
+        if args
+            .status
+            .as_ref()
+            .is_some_and(|s| !s.eq_ignore_ascii_case(label))
+        {
+            continue;
+        }
+        serde_json::to_writer(&mut out, &regsaga::view::SagaDump::from(&saga))?;
+        writeln!(out)?;
+    }
+    out.flush()?;
+    Ok(exit::OK)
+}
+
+fn stats(args: AuditArgs) -> anyhow::Result<u8> {
+    let store = open(&args.store)?;
+    let mut stats = regsaga::view::Stats::default();
+    for id in store.ids()? {
+        if let Some(saga) = store.load(id)? {
+            stats.add(&saga);
+        }
+    }
+    stats.finish();
+
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer(&mut out, &stats)?;
+        writeln!(out)?;
+        return Ok(exit::OK);
+    }
+    let statuses: Vec<String> = stats
+        .by_status
+        .iter()
+        .map(|(s, n)| format!("{n} {s}"))
+        .collect();
+    writeln!(out, "{} sagas: {}\n", stats.sagas, statuses.join(", "))?;
+    let mut table = Table::new();
+    table.load_preset(presets::NOTHING).set_header([
+        "SERVICE", "ATTEMPTS", "OK", "FAILED", "RETRIES", "P50 MS", "P95 MS", "P99 MS",
+    ]);
+    let ms = |v: Option<u64>| v.map_or("-".to_owned(), |v| v.to_string());
+    for (name, s) in &stats.services {
+        let failed: Vec<String> = s.failures.iter().map(|(k, n)| format!("{n} {k}")).collect();
+        table.add_row([
+            name.clone(),
+            s.attempts.to_string(),
+            s.successes.to_string(),
+            if failed.is_empty() {
+                "0".to_owned()
+            } else {
+                failed.join(", ")
+            },
+            s.retries.to_string(),
+            ms(s.latency_p50_ms),
+            ms(s.latency_p95_ms),
+            ms(s.latency_p99_ms),
+        ]);
+    }
+    writeln!(out, "{table}")?;
+    Ok(exit::OK)
 }
 
 fn audit(args: AuditArgs) -> anyhow::Result<u8> {
@@ -127,13 +227,7 @@ const STATUSES: [&str; 6] = [
 ];
 
 fn list(args: ListArgs) -> anyhow::Result<u8> {
-    if let Some(status) = &args.status {
-        anyhow::ensure!(
-            STATUSES.iter().any(|s| s.eq_ignore_ascii_case(status)),
-            "--status {status:?} is not a status; use one of {}",
-            STATUSES.join(", ")
-        );
-    }
+    check_status(args.status.as_ref())?;
     let store = open(&args.store)?;
     let mut rows = Vec::new();
     for id in store.ids()? {
