@@ -11,6 +11,7 @@ mod progress;
 mod resume;
 mod run;
 mod sandbox;
+mod serve;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -63,6 +64,9 @@ enum Command {
     /// Serve the sandbox services alone.
     #[command(after_help = exit::HELP)]
     Sandbox(sandbox::SandboxArgs),
+    /// Take registrations over HTTP until stopped.
+    #[command(after_help = exit::HELP)]
+    Serve(serve::ServeArgs),
     /// Measure throughput, latency, CPU and memory on a fresh store.
     #[command(after_help = exit::HELP)]
     Bench(bench::BenchArgs),
@@ -329,6 +333,7 @@ pub fn main() -> ExitCode {
             Command::Inspect(command) => inspect::inspect(command),
             Command::Sandbox(args) => sandbox::sandbox(args).await,
             Command::Bench(args) => bench::bench(args).await,
+            Command::Serve(args) => serve::serve(args).await,
         }
     });
 

@@ -1,0 +1,285 @@
+//! `regsaga serve`: a long-running registration service over HTTP.
+//!
+//! - `POST /registrations` takes the same JSON as an input record and
+//!   answers at once, once the saga is durable: `202 {sagaId, existing}`.
+//! - `GET /registrations/{id}` answers the result so far (`status` says
+//!   whether it is final).
+//! - `GET /sagas`, `GET /sagas/{id}`, `GET /stats`: what `inspect list`,
+//!   `show` and `stats` print, as JSON.
+//! - `GET /metrics`: Prometheus text.
+//!
+//! Unfinished sagas are resumed at start. On SIGINT or SIGTERM it stops
+//! taking registrations, lets attempts in flight finish for up to 10 s,
+//! and leaves the rest resumable.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use clap::Args;
+use regsaga::engine::Error as EngineError;
+use regsaga::view::{SagaDetail, SagaRow, Stats};
+use regsaga::{
+    Engine, HttpServices, RegistrationInput, RegistrationResult, SagaId, SledStore, Store,
+};
+use serde_json::json;
+use tracing::{info, warn};
+
+use super::{exit, start, ServiceArgs, Signals, StoreArgs};
+
+/// How long attempts in flight may take to finish after a stop.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Address to listen on; loopback by default. Port 0 picks one.
+    #[arg(long, default_value = "127.0.0.1:8686")]
+    addr: SocketAddr,
+
+    #[command(flatten)]
+    store: StoreArgs,
+
+    #[command(flatten)]
+    services: ServiceArgs,
+}
+
+type Engined = Engine<SledStore, HttpServices>;
+
+#[derive(Clone)]
+struct App {
+    engine: Engined,
+    tasks: Arc<tokio::sync::Mutex<tokio::task::JoinSet<()>>>,
+}
+
+pub async fn serve(args: ServeArgs) -> anyhow::Result<u8> {
+    let signals = Signals::listen();
+    let config = args.store.load_config()?;
+    let running = start(&args.store, &args.services, &config).await?;
+    let engine = running.engine.clone();
+
+    let listener = tokio::net::TcpListener::bind(args.addr)
+        .await
+        .with_context(|| format!("could not listen on {}", args.addr))?;
+    let addr = listener.local_addr()?;
+    let app = App {
+        engine: engine.clone(),
+        tasks: Arc::default(),
+    };
+    for id in engine.store().unfinished()? {
+        app.drive(id).await;
+    }
+
+    let router = Router::new()
+        .route("/registrations", post(register))
+        .route("/registrations/{id}", get(result))
+        .route("/sagas", get(list))
+        .route("/sagas/{id}", get(show))
+        .route("/stats", get(stats))
+        .route("/metrics", get(metrics))
+        .with_state(app.clone());
+
+    // The address on stdout, so scripts can read the port chosen for 0.
+    println!("http://{addr}");
+    info!(addr = %addr, "serving registrations");
+    let stopping = engine.clone();
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            signals.recv().await;
+            eprintln!("regsaga: stopping: no new registrations, attempts in flight finish");
+            stopping.stop();
+        })
+        .await
+        .context("the HTTP server failed")?;
+
+    let mut tasks = app.tasks.lock().await;
+    let drained = tokio::time::timeout(STOP_GRACE, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        warn!(
+            left = tasks.len(),
+            "attempts still in flight at the end of the grace period"
+        );
+    }
+    drop(tasks);
+    running.shutdown().await;
+    // A stop asked for by a signal is how a service ends: not an error.
+    Ok(exit::OK)
+}
+
+impl App {
+    /// Drives a saga in the background.
+    async fn drive(&self, id: SagaId) {
+        let engine = self.engine.clone();
+        let mut tasks = self.tasks.lock().await;
+        // Reap what finished, so a long-running service keeps no results.
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn(async move {
+            match engine.run(id).await {
+                Ok(_) | Err(EngineError::Stopped(_)) => {}
+                Err(error) => warn!(saga.id = %id, %error, "saga not finished"),
+            }
+        });
+    }
+}
+
+/// An error answer: a status and `{"error": message}`.
+struct Problem(StatusCode, String);
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+fn problem(status: StatusCode, message: impl std::fmt::Display) -> Problem {
+    Problem(status, message.to_string())
+}
+
+async fn register(State(app): State<App>, body: Bytes) -> Response {
+    let input: RegistrationInput = match serde_json::from_slice(&body) {
+        Ok(input) => input,
+        Err(e) if e.is_data() => {
+            return problem(StatusCode::UNPROCESSABLE_ENTITY, e).into_response()
+        }
+        Err(e) => {
+            return problem(StatusCode::BAD_REQUEST, format!("not valid JSON: {e}")).into_response()
+        }
+    };
+    let registration = match input.validate() {
+        Ok(registration) => registration,
+        Err(invalid) => return problem(StatusCode::UNPROCESSABLE_ENTITY, invalid).into_response(),
+    };
+    match app.engine.submit(registration).await {
+        Ok(submitted) => {
+            app.drive(submitted.id).await;
+            let body =
+                json!({ "sagaId": submitted.id.to_string(), "existing": submitted.existing });
+            (StatusCode::ACCEPTED, Json(body)).into_response()
+        }
+        Err(conflict @ EngineError::Conflict { .. }) => {
+            problem(StatusCode::CONFLICT, conflict).into_response()
+        }
+        Err(error) => problem(StatusCode::SERVICE_UNAVAILABLE, error).into_response(),
+    }
+}
+
+fn load(app: &App, id: &str) -> Result<regsaga::Saga, Problem> {
+    let id: SagaId = id
+        .parse()
+        .map_err(|_| problem(StatusCode::NOT_FOUND, "not a saga id"))?;
+    match app.engine.store().load(id) {
+        Ok(Some(saga)) => Ok(saga),
+        Ok(None) => Err(problem(StatusCode::NOT_FOUND, format!("no saga {id}"))),
+        Err(error) => Err(problem(StatusCode::INTERNAL_SERVER_ERROR, error)),
+    }
+}
+
+async fn result(State(app): State<App>, Path(id): Path<String>) -> Result<Response, Problem> {
+    let saga = load(&app, &id)?;
+    Ok(Json(RegistrationResult::from(&saga)).into_response())
+}
+
+async fn show(State(app): State<App>, Path(id): Path<String>) -> Result<Response, Problem> {
+    let saga = load(&app, &id)?;
+    Ok(Json(SagaDetail::from(&saga)).into_response())
+}
+
+fn all(app: &App) -> Result<Vec<regsaga::Saga>, Problem> {
+    let store = app.engine.store();
+    let ids = store
+        .ids()
+        .map_err(|e| problem(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    Ok(ids
+        .into_iter()
+        .filter_map(|id| store.load(id).ok().flatten())
+        .collect())
+}
+
+async fn list(State(app): State<App>) -> Result<Response, Problem> {
+    let sagas = all(&app)?;
+    Ok(Json(sagas.iter().map(SagaRow::from).collect::<Vec<_>>()).into_response())
+}
+
+fn stats_of(app: &App) -> Result<Stats, Problem> {
+    let mut stats = Stats::default();
+    for saga in all(app)? {
+        stats.add(&saga);
+    }
+    stats.finish();
+    Ok(stats)
+}
+
+async fn stats(State(app): State<App>) -> Result<Response, Problem> {
+    Ok(Json(stats_of(&app)?).into_response())
+}
+
+/// Prometheus text exposition, computed from the store at each scrape.
+async fn metrics(State(app): State<App>) -> Result<Response, Problem> {
+    let stats = stats_of(&app)?;
+    let mut text = String::new();
+    text.push_str(
+        "# HELP regsaga_sagas Sagas in the store by status.\n# TYPE regsaga_sagas gauge\n",
+    );
+    for (status, n) in &stats.by_status {
+        text.push_str(&format!("regsaga_sagas{{status=\"{status}\"}} {n}\n"));
+    }
+    text.push_str("# HELP regsaga_attempts_total Step attempts by service and outcome.\n");
+    text.push_str("# TYPE regsaga_attempts_total counter\n");
+    for (service, s) in &stats.services {
+        text.push_str(&format!(
+            "regsaga_attempts_total{{service=\"{service}\",outcome=\"succeeded\"}} {}\n",
+            s.successes
+        ));
+        for (kind, n) in &s.failures {
+            text.push_str(&format!(
+                "regsaga_attempts_total{{service=\"{service}\",outcome=\"{kind}\"}} {n}\n"
+            ));
+        }
+    }
+    text.push_str("# HELP regsaga_retries_total Attempts after a step's first, by service.\n");
+    text.push_str("# TYPE regsaga_retries_total counter\n");
+    for (service, s) in &stats.services {
+        text.push_str(&format!(
+            "regsaga_retries_total{{service=\"{service}\"}} {}\n",
+            s.retries
+        ));
+    }
+    text.push_str("# HELP regsaga_attempt_latency_ms Attempt latency quantiles by service.\n");
+    text.push_str("# TYPE regsaga_attempt_latency_ms summary\n");
+    for (service, s) in &stats.services {
+        for (q, v) in [
+            ("0.5", s.latency_p50_ms),
+            ("0.95", s.latency_p95_ms),
+            ("0.99", s.latency_p99_ms),
+        ] {
+            if let Some(v) = v {
+                text.push_str(&format!(
+                    "regsaga_attempt_latency_ms{{service=\"{service}\",quantile=\"{q}\"}} {v}\n"
+                ));
+            }
+        }
+    }
+    text.push_str("# HELP regsaga_waiting_sagas Sagas waiting for a retry.\n");
+    text.push_str("# TYPE regsaga_waiting_sagas gauge\n");
+    text.push_str(&format!("regsaga_waiting_sagas {}\n", app.engine.waiting()));
+    let commits = app.engine.store().stats();
+    text.push_str("# HELP regsaga_store_flushes_total Store flushes.\n# TYPE regsaga_store_flushes_total counter\n");
+    text.push_str(&format!(
+        "regsaga_store_flushes_total {}\n",
+        commits.flushes
+    ));
+    let content_type = [(
+        axum::http::header::CONTENT_TYPE,
+        "text/plain; version=0.0.4",
+    )];
+    Ok((content_type, text).into_response())
+}

@@ -1,0 +1,153 @@
+//! `regsaga serve` as a real process: 1,000 registrations over HTTP from
+//! a concurrent client, each answered with its result; re-submission,
+//! inspection, metrics and a clean stop on SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use regsaga::sandbox::{Options, Sandbox};
+use serde_json::Value;
+
+const INPUT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/registrations.ndjson");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_takes_a_thousand_registrations_and_answers_each() {
+    let sandbox = Sandbox::start("127.0.0.1:0".parse().unwrap(), Options::default())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_regsaga"))
+        .current_dir(dir.path())
+        .args([
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--store",
+            "store",
+            "--services",
+        ])
+        .arg(sandbox.url())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = line.trim().to_owned();
+    assert!(base.starts_with("http://127.0.0.1:"), "{base}");
+
+    let client = reqwest::Client::new();
+    let records: Vec<String> = std::fs::read_to_string(INPUT)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(records.len(), 1000);
+
+    // Submit them all, 32 at a time.
+    let gate = Arc::new(tokio::sync::Semaphore::new(32));
+    let mut tasks = tokio::task::JoinSet::new();
+    for record in records.clone() {
+        let (client, base, gate) = (client.clone(), base.clone(), gate.clone());
+        tasks.spawn(async move {
+            let _permit = gate.acquire().await.unwrap();
+            let response = client
+                .post(format!("{base}/registrations"))
+                .body(record)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 202);
+            let body: Value = response.json().await.unwrap();
+            body["sagaId"].as_str().unwrap().to_owned()
+        });
+    }
+    let mut ids = Vec::new();
+    while let Some(id) = tasks.join_next().await {
+        ids.push(id.unwrap());
+    }
+
+    // Each answers with its result once finished.
+    for id in &ids {
+        let mut status = String::new();
+        for _ in 0..600 {
+            let result: Value = client
+                .get(format!("{base}/registrations/{id}"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            status = result["status"].as_str().unwrap().to_owned();
+            if status == "Completed" {
+                assert_eq!(result["profileCreated"], true);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(status, "Completed", "{id}");
+    }
+
+    // The same registration again: the same saga, nothing new called.
+    let again: Value = client
+        .post(format!("{base}/registrations"))
+        .body(records[0].clone())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["existing"], true);
+    assert!(ids.contains(&again["sagaId"].as_str().unwrap().to_owned()));
+    let invalid = client
+        .post(format!("{base}/registrations"))
+        .body(r#"{"email":"nope","fullName":"X"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(invalid.status(), 422);
+
+    let metrics = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("regsaga_sagas{status=\"Completed\"} 1000"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("regsaga_attempts_total{service=\"profile\",outcome=\"succeeded\"} 2000")
+    );
+    let stats: Value = client
+        .get(format!("{base}/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["sagas"], 1000);
+    assert_eq!(sandbox.state().profiles.len(), 1000);
+
+    let stop = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stop.success());
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    sandbox.shutdown().await;
+}
