@@ -5,12 +5,12 @@
 //! as applications already expect them, plus `sagaId`, `correlationId`
 //! and `status`. See `docs/FORMATS.md`.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::saga::{PaymentState, Saga};
 
 /// What happened to one registration.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RegistrationResult {
     pub saga_id: String,
@@ -28,7 +28,7 @@ pub struct RegistrationResult {
 }
 
 /// A notification a provider accepted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NotificationSent {
     pub notification_id: String,

@@ -5,13 +5,13 @@
 //! RFC 3339 in UTC, durations in milliseconds.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::result::RegistrationResult;
 use crate::saga::{Attempt, AttemptOutcome, Saga, State, Step};
 
 /// One saga in a listing.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SagaRow {
     pub saga_id: String,
@@ -26,7 +26,7 @@ pub struct SagaRow {
 }
 
 /// Everything known about one saga.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SagaDetail {
     pub saga_id: String,
@@ -43,7 +43,7 @@ pub struct SagaDetail {
 }
 
 /// The current step of an unfinished saga.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Waiting {
     pub step: String,
@@ -54,7 +54,7 @@ pub struct Waiting {
 }
 
 /// One step and its attempts.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StepView {
     pub step: String,
@@ -68,7 +68,7 @@ pub struct StepView {
 }
 
 /// One attempt.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AttemptView {
     pub number: u32,
@@ -209,7 +209,7 @@ impl From<&Attempt> for AttemptView {
 }
 
 /// One payment operation, for the audit trail (`inspect audit`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PaymentAudit {
     /// When the attempt started.
@@ -266,7 +266,7 @@ pub fn payment_audit(saga: &Saga) -> Vec<PaymentAudit> {
 
 /// One saga decoded in full, as `inspect dump` writes it: the detail of
 /// `inspect show` and the registration it carries.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SagaDump {
     #[serde(flatten)]
@@ -284,7 +284,7 @@ impl From<&Saga> for SagaDump {
 }
 
 /// Counts over a whole store, as `inspect stats` shows them.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Stats {
     pub sagas: usize,
@@ -295,7 +295,7 @@ pub struct Stats {
 }
 
 /// What one service's attempts came to.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceStats {
     pub attempts: usize,

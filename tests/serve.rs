@@ -139,6 +139,39 @@ async fn serve_takes_a_thousand_registrations_and_answers_each() {
     assert_eq!(stats["sagas"], 1000);
     assert_eq!(sandbox.state().profiles.len(), 1000);
 
+    // While serve holds the store, inspect asks it, in every form.
+    let inspect = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_regsaga"))
+            .current_dir(dir.path())
+            .arg("inspect")
+            .args(args)
+            .args(["--store", "store"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(output.status.success(), "{args:?}: {stderr}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    assert_eq!(inspect(&["list", "--json"]).lines().count(), 1000);
+    assert_eq!(
+        inspect(&["list", "--json", "--limit", "10"])
+            .lines()
+            .count(),
+        10
+    );
+    let email: Value = serde_json::from_str(&records[0]).unwrap();
+    let shown: Value = serde_json::from_str(&inspect(&[
+        "show",
+        email["email"].as_str().unwrap(),
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(shown["status"], "Completed");
+    assert_eq!(inspect(&["dump"]).lines().count(), 1000);
+    let stats: Value = serde_json::from_str(&inspect(&["stats", "--json"])).unwrap();
+    assert_eq!(stats["sagas"], 1000);
+    assert!(inspect(&["audit", "--json"]).lines().count() >= 500);
+
     let stop = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -150,4 +183,62 @@ async fn serve_takes_a_thousand_registrations_and_answers_each() {
         .unwrap();
     assert_eq!(status.code(), Some(0));
     sandbox.shutdown().await;
+}
+
+#[test]
+fn inspect_reads_a_store_left_by_a_killed_run_in_every_form() {
+    let dir = tempfile::tempdir().unwrap();
+    let regsaga = || {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_regsaga"));
+        command.current_dir(dir.path());
+        command
+    };
+    let crashed = regsaga()
+        .args(["run", INPUT, "--store", "store"])
+        .env("REGSAGA_CRASH_AT", "after-response:send-sms-verification")
+        .output()
+        .unwrap();
+    assert_eq!(crashed.status.code(), None, "aborted");
+
+    for args in [
+        &["list", "--status", "InFlight", "--json"][..],
+        &["stats", "--json"][..],
+        &["dump"][..],
+        &["audit", "--json"][..],
+    ] {
+        let output = regsaga()
+            .arg("inspect")
+            .args(args)
+            .args(["--store", "store"])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{args:?}");
+        assert!(!output.stdout.is_empty(), "{args:?}");
+    }
+    let listed = regsaga()
+        .args([
+            "inspect", "list", "--status", "InFlight", "--json", "--store", "store",
+        ])
+        .output()
+        .unwrap();
+    let row: Value = serde_json::from_str(
+        String::from_utf8(listed.stdout)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    let shown = regsaga()
+        .args([
+            "inspect",
+            "show",
+            row["sagaId"].as_str().unwrap(),
+            "--store",
+            "store",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(shown.stdout).unwrap();
+    assert!(text.contains("(in-flight, "), "{text}");
 }

@@ -1,12 +1,17 @@
-//! `regsaga inspect list|show`: read-only views of a store.
+//! `regsaga inspect`: read-only views of a store.
+//!
+//! Inspection reads the store directly. While a `regsaga serve` holds it
+//! (the server leaves its address in the store's `serve.url`), the same
+//! views come from that process over HTTP instead. Nothing here writes.
 
 use std::io::Write;
+use std::path::Path;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use comfy_table::{presets, Table};
 use regsaga::store::Durability;
-use regsaga::view::{SagaDetail, SagaRow};
+use regsaga::view::{PaymentAudit, SagaDetail, SagaDump, SagaRow, Stats};
 use regsaga::{Saga, SagaId, SledStore, Store};
 
 use super::{exit, StoreArgs};
@@ -21,33 +26,13 @@ pub enum InspectCommand {
     Show(ShowArgs),
     /// Every payment operation: when, whose, how much, key and outcome.
     #[command(after_help = exit::HELP)]
-    Audit(AuditArgs),
+    Audit(JsonArgs),
     /// Every saga decoded in full, one JSON object per line.
     #[command(after_help = exit::HELP)]
     Dump(DumpArgs),
     /// Counts by status; per service attempts, failures, retries, latency.
     #[command(after_help = exit::HELP)]
-    Stats(AuditArgs),
-}
-
-#[derive(Args)]
-pub struct DumpArgs {
-    /// Only sagas with this status.
-    #[arg(long)]
-    status: Option<String>,
-
-    #[command(flatten)]
-    store: StoreArgs,
-}
-
-#[derive(Args)]
-pub struct AuditArgs {
-    /// JSON lines instead of a table.
-    #[arg(long)]
-    json: bool,
-
-    #[command(flatten)]
-    store: StoreArgs,
+    Stats(JsonArgs),
 }
 
 #[derive(Args)]
@@ -56,6 +41,22 @@ pub struct ListArgs {
     /// Failed, Running, Retrying, InFlight).
     #[arg(long)]
     status: Option<String>,
+
+    /// Only sagas whose current step is this one (e.g. charge-payment).
+    #[arg(long)]
+    step: Option<String>,
+
+    /// Only the saga of this e-mail address.
+    #[arg(long)]
+    email: Option<String>,
+
+    /// Only sagas updated at or after this time (RFC 3339).
+    #[arg(long, value_parser = parse_time)]
+    since: Option<chrono::DateTime<chrono::Utc>>,
+
+    /// Rows after this saga id (the last id of the previous page).
+    #[arg(long)]
+    after: Option<SagaId>,
 
     /// At most this many rows.
     #[arg(long)]
@@ -82,14 +83,53 @@ pub struct ShowArgs {
     store: StoreArgs,
 }
 
-pub fn inspect(command: InspectCommand) -> anyhow::Result<u8> {
+#[derive(Args)]
+pub struct DumpArgs {
+    /// Only sagas with this status.
+    #[arg(long)]
+    status: Option<String>,
+
+    #[command(flatten)]
+    store: StoreArgs,
+}
+
+#[derive(Args)]
+pub struct JsonArgs {
+    /// JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+
+    #[command(flatten)]
+    store: StoreArgs,
+}
+
+/// The statuses `--status` accepts.
+const STATUSES: [&str; 6] = [
+    "Completed",
+    "CompletedWithErrors",
+    "Failed",
+    "Running",
+    "Retrying",
+    "InFlight",
+];
+
+/// The file in a store's folder where `regsaga serve` leaves its address.
+pub const SERVE_URL_FILE: &str = "serve.url";
+
+pub async fn inspect(command: InspectCommand) -> anyhow::Result<u8> {
     match command {
-        InspectCommand::List(args) => list(args),
-        InspectCommand::Show(args) => show(args),
-        InspectCommand::Audit(args) => audit(args),
-        InspectCommand::Dump(args) => dump(args),
-        InspectCommand::Stats(args) => stats(args),
+        InspectCommand::List(args) => list(args).await,
+        InspectCommand::Show(args) => show(args).await,
+        InspectCommand::Audit(args) => audit(args).await,
+        InspectCommand::Dump(args) => dump(args).await,
+        InspectCommand::Stats(args) => stats(args).await,
     }
+}
+
+fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|e| format!("{text:?} is not an RFC 3339 time such as 2026-12-03T10:00:00Z: {e}"))
 }
 
 fn check_status(status: Option<&String>) -> anyhow::Result<()> {
@@ -103,39 +143,215 @@ fn check_status(status: Option<&String>) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn dump(args: DumpArgs) -> anyhow::Result<u8> {
-    check_status(args.status.as_ref())?;
-    let store = open(&args.store)?;
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+/// Where the views come from.
+enum Source {
+    Local(SledStore),
+    /// A `regsaga serve` holding the store, at this base URL.
+    Remote(String),
+}
+
+fn open(args: &StoreArgs) -> anyhow::Result<Source> {
+    let config = args.load_config()?;
+    let path = args.store_path(&config);
+    // Inspection only reads; nothing is committed, so no fsync is needed.
+    match SledStore::open_existing(&path, Durability::Process) {
+        Ok(store) => Ok(Source::Local(store)),
+        Err(regsaga::store::Error::Locked { .. }) => match serving(&path) {
+            Some(url) => Ok(Source::Remote(url)),
+            None => anyhow::bail!(
+                "the store at {} is in use by another process, which is not a \
+                 `regsaga serve`; inspect it once that process has ended (a store \
+                 held by `regsaga serve` can be inspected while it runs)",
+                path.display()
+            ),
+        },
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The address a `regsaga serve` holding the store left in it.
+fn serving(store: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(store.join(SERVE_URL_FILE)).ok()?;
+    let url = text.trim();
+    url.starts_with("http://").then(|| url.to_owned())
+}
+
+impl Source {
+    async fn rows(&self) -> anyhow::Result<Vec<SagaRow>> {
+        match self {
+            Source::Local(store) => Ok(sagas(store)?.iter().map(SagaRow::from).collect()),
+            Source::Remote(url) => fetch(&format!("{url}/sagas")).await,
+        }
+    }
+
+    async fn detail(&self, key: &str) -> anyhow::Result<SagaDetail> {
+        match self {
+            Source::Local(store) => Ok(SagaDetail::from(&find(store, key)?)),
+            Source::Remote(url) => fetch(&format!("{url}/sagas/{key}")).await,
+        }
+    }
+
+    async fn dump(&self) -> anyhow::Result<Vec<SagaDump>> {
+        match self {
+            Source::Local(store) => Ok(sagas(store)?.iter().map(SagaDump::from).collect()),
+            Source::Remote(url) => fetch(&format!("{url}/dump")).await,
+        }
+    }
+
+    async fn stats(&self) -> anyhow::Result<Stats> {
+        match self {
+            Source::Local(store) => Ok(stats_of(&sagas(store)?)),
+            Source::Remote(url) => fetch(&format!("{url}/stats")).await,
+        }
+    }
+
+    async fn audit(&self) -> anyhow::Result<Vec<PaymentAudit>> {
+        match self {
+            Source::Local(store) => Ok(sagas(store)?
+                .iter()
+                .flat_map(regsaga::view::payment_audit)
+                .collect()),
+            Source::Remote(url) => fetch(&format!("{url}/audit")).await,
+        }
+    }
+}
+
+/// Every saga of a store, oldest first.
+pub fn sagas(store: &SledStore) -> anyhow::Result<Vec<Saga>> {
+    let mut sagas = Vec::new();
     for id in store.ids()? {
-        let Some(saga) = store.load(id)? else {
-            continue;
-        };
-        let label = saga.state.label();
+        if let Some(saga) = store.load(id)? {
+            sagas.push(saga);
+        }
+    }
+    Ok(sagas)
+}
+
+/// The counts of `inspect stats` over some sagas.
+pub fn stats_of(sagas: &[Saga]) -> Stats {
+    let mut stats = Stats::default();
+    for saga in sagas {
+        stats.add(saga);
+    }
+    stats.finish();
+    stats
+}
+
+/// GETs JSON from a serving process; its error answers become errors.
+async fn fetch<T: serde::de::DeserializeOwned>(url: &str) -> anyhow::Result<T> {
+    let response = reqwest::get(url)
+        .await
+        .with_context(|| format!("could not reach the serving process at {url}"))?;
+    if !response.status().is_success() {
+        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        let message = body["error"].as_str().unwrap_or("the request failed");
+        anyhow::bail!("{message}");
+    }
+    Ok(response.json().await?)
+}
+
+async fn list(args: ListArgs) -> anyhow::Result<u8> {
+    check_status(args.status.as_ref())?;
+    if let Some(step) = &args.step {
+        anyhow::ensure!(
+            regsaga::Step::ALL.iter().any(|s| s.name() == step),
+            "--step {step:?} is not a step; use one of {}",
+            regsaga::Step::ALL.map(|s| s.name()).join(", ")
+        );
+    }
+    let email = args
+        .email
+        .as_deref()
+        .map(regsaga::registration::normalize_email)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--email: {}", e.rule))?;
+    let source = open(&args.store)?;
+
+    // Saga ids are UUIDv7, whose text sorts in creation order, so
+    // `--after` pages through them; times are RFC 3339 in UTC and sort too.
+    let after = args.after.map(|id| id.to_string());
+    let since = args.since.map(regsaga::view::time);
+    let rows: Vec<SagaRow> = source
+        .rows()
+        .await?
+        .into_iter()
+        .filter(|row| {
+            after.as_ref().is_none_or(|a| row.saga_id > *a)
+                && args
+                    .status
+                    .as_ref()
+                    .is_none_or(|s| s.eq_ignore_ascii_case(&row.status))
+                && args
+                    .step
+                    .as_ref()
+                    .is_none_or(|s| row.step.as_ref() == Some(s))
+                && email.as_ref().is_none_or(|e| *e == row.email)
+                && since.as_ref().is_none_or(|t| row.updated_at >= *t)
+        })
+        .take(args.limit.unwrap_or(usize::MAX))
+        .collect();
+
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        for row in &rows {
+            serde_json::to_writer(&mut out, row)?;
+            writeln!(out)?;
+        }
+        return Ok(exit::OK);
+    }
+    let mut table = Table::new();
+    table.load_preset(presets::NOTHING).set_header([
+        "SAGA", "E-MAIL", "STATUS", "STEP", "ATTEMPTS", "NEXT DUE", "UPDATED",
+    ]);
+    for row in rows {
+        table.add_row([
+            row.saga_id,
+            row.email,
+            row.status,
+            row.step.unwrap_or_else(|| "-".into()),
+            row.attempts.to_string(),
+            row.next_attempt_due.unwrap_or_else(|| "-".into()),
+            row.updated_at,
+        ]);
+    }
+    writeln!(out, "{table}")?;
+    Ok(exit::OK)
+}
+
+async fn show(args: ShowArgs) -> anyhow::Result<u8> {
+    let detail = open(&args.store)?.detail(&args.id).await?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &detail)?;
+        writeln!(out)?;
+    } else {
+        write!(out, "{}", render(&detail))?;
+    }
+    Ok(exit::OK)
+}
+
+async fn dump(args: DumpArgs) -> anyhow::Result<u8> {
+    check_status(args.status.as_ref())?;
+    let source = open(&args.store)?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for saga in source.dump().await? {
+        let status = &saga.detail.status;
         if args
             .status
             .as_ref()
-            .is_some_and(|s| !s.eq_ignore_ascii_case(label))
+            .is_some_and(|s| !s.eq_ignore_ascii_case(status))
         {
             continue;
         }
-        serde_json::to_writer(&mut out, &regsaga::view::SagaDump::from(&saga))?;
+        serde_json::to_writer(&mut out, &saga)?;
         writeln!(out)?;
     }
     out.flush()?;
     Ok(exit::OK)
 }
 
-fn stats(args: AuditArgs) -> anyhow::Result<u8> {
-    let store = open(&args.store)?;
-    let mut stats = regsaga::view::Stats::default();
-    for id in store.ids()? {
-        if let Some(saga) = store.load(id)? {
-            stats.add(&saga);
-        }
-    }
-    stats.finish();
-
+async fn stats(args: JsonArgs) -> anyhow::Result<u8> {
+    let stats = open(&args.store)?.stats().await?;
     let mut out = std::io::stdout().lock();
     if args.json {
         serde_json::to_writer(&mut out, &stats)?;
@@ -174,80 +390,8 @@ fn stats(args: AuditArgs) -> anyhow::Result<u8> {
     Ok(exit::OK)
 }
 
-fn audit(args: AuditArgs) -> anyhow::Result<u8> {
-    let store = open(&args.store)?;
-    let mut out = std::io::stdout().lock();
-    let mut table = Table::new();
-    table.load_preset(presets::NOTHING).set_header([
-        "AT", "SAGA", "WHO", "AMOUNT", "KEY", "ATTEMPT", "OUTCOME", "PAYMENT",
-    ]);
-    for id in store.ids()? {
-        let Some(saga) = store.load(id)? else {
-            continue;
-        };
-        for row in regsaga::view::payment_audit(&saga) {
-            if args.json {
-                serde_json::to_writer(&mut out, &row)?;
-                writeln!(out)?;
-                continue;
-            }
-            table.add_row([
-                row.at,
-                row.saga_id,
-                row.who,
-                row.amount,
-                row.idempotency_key,
-                row.attempt.to_string(),
-                row.outcome,
-                row.payment_id.or(row.error).unwrap_or_default(),
-            ]);
-        }
-    }
-    if !args.json {
-        writeln!(out, "{table}")?;
-    }
-    Ok(exit::OK)
-}
-
-fn open(args: &StoreArgs) -> anyhow::Result<SledStore> {
-    let config = args.load_config()?;
-    let path = args.store_path(&config);
-    // Inspection only reads; nothing is committed, so no fsync is needed.
-    Ok(SledStore::open_existing(&path, Durability::Process)?)
-}
-
-/// The statuses `--status` accepts.
-const STATUSES: [&str; 6] = [
-    "Completed",
-    "CompletedWithErrors",
-    "Failed",
-    "Running",
-    "Retrying",
-    "InFlight",
-];
-
-fn list(args: ListArgs) -> anyhow::Result<u8> {
-    check_status(args.status.as_ref())?;
-    let store = open(&args.store)?;
-    let mut rows = Vec::new();
-    for id in store.ids()? {
-        if args.limit.is_some_and(|limit| rows.len() >= limit) {
-            break;
-        }
-        let Some(saga) = store.load(id)? else {
-            continue;
-        };
-        let row = SagaRow::from(&saga);
-        if args
-            .status
-            .as_ref()
-            .is_some_and(|s| !s.eq_ignore_ascii_case(&row.status))
-        {
-            continue;
-        }
-        rows.push(row);
-    }
-
+async fn audit(args: JsonArgs) -> anyhow::Result<u8> {
+    let rows = open(&args.store)?.audit().await?;
     let mut out = std::io::stdout().lock();
     if args.json {
         for row in &rows {
@@ -258,38 +402,26 @@ fn list(args: ListArgs) -> anyhow::Result<u8> {
     }
     let mut table = Table::new();
     table.load_preset(presets::NOTHING).set_header([
-        "SAGA", "E-MAIL", "STATUS", "STEP", "ATTEMPTS", "NEXT DUE", "UPDATED",
+        "AT", "SAGA", "WHO", "AMOUNT", "KEY", "ATTEMPT", "OUTCOME", "PAYMENT",
     ]);
     for row in rows {
         table.add_row([
+            row.at,
             row.saga_id,
-            row.email,
-            row.status,
-            row.step.unwrap_or_else(|| "-".into()),
-            row.attempts.to_string(),
-            row.next_attempt_due.unwrap_or_else(|| "-".into()),
-            row.updated_at,
+            row.who,
+            row.amount,
+            row.idempotency_key,
+            row.attempt.to_string(),
+            row.outcome,
+            row.payment_id.or(row.error).unwrap_or_default(),
         ]);
     }
     writeln!(out, "{table}")?;
     Ok(exit::OK)
 }
 
-fn show(args: ShowArgs) -> anyhow::Result<u8> {
-    let store = open(&args.store)?;
-    let saga = find(&store, &args.id)?;
-    let detail = SagaDetail::from(&saga);
-    let mut out = std::io::stdout().lock();
-    if args.json {
-        serde_json::to_writer_pretty(&mut out, &detail)?;
-        writeln!(out)?;
-    } else {
-        write!(out, "{}", render(&detail))?;
-    }
-    Ok(exit::OK)
-}
-
-fn find(store: &SledStore, key: &str) -> anyhow::Result<Saga> {
+/// A saga by id or by the e-mail it was registered with.
+pub fn find(store: &SledStore, key: &str) -> anyhow::Result<Saga> {
     let id = match key.parse::<SagaId>() {
         Ok(id) => id,
         Err(_) => {
@@ -319,7 +451,7 @@ fn render(d: &SagaDetail) -> String {
         let due = w.due.as_deref().unwrap_or("now");
         let _ = writeln!(
             s,
-            "waiting      {} ({}, due {due}, {} attempts made)",
+            "waiting      {} ({}, due {due}, attempts so far: {})",
             w.step, w.reason, w.attempts_made
         );
     }

@@ -330,7 +330,7 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Run(args) => run::run(args).await,
             Command::Resume(args) => resume::resume(args).await,
-            Command::Inspect(command) => inspect::inspect(command),
+            Command::Inspect(command) => inspect::inspect(command).await,
             Command::Sandbox(args) => sandbox::sandbox(args).await,
             Command::Bench(args) => bench::bench(args).await,
             Command::Serve(args) => serve::serve(args).await,

@@ -25,14 +25,14 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use clap::Args;
 use regsaga::engine::Error as EngineError;
-use regsaga::view::{SagaDetail, SagaRow, Stats};
+use regsaga::view::{SagaDetail, SagaDump, SagaRow, Stats};
 use regsaga::{
     Engine, HttpServices, RegistrationInput, RegistrationResult, SagaId, SledStore, Store,
 };
 use serde_json::json;
 use tracing::{info, warn};
 
-use super::{exit, start, ServiceArgs, Signals, StoreArgs};
+use super::{exit, inspect, start, ServiceArgs, Signals, StoreArgs};
 
 /// How long attempts in flight may take to finish after a stop.
 const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -82,11 +82,18 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<u8> {
         .route("/sagas", get(list))
         .route("/sagas/{id}", get(show))
         .route("/stats", get(stats))
+        .route("/dump", get(dump))
+        .route("/audit", get(audit))
         .route("/metrics", get(metrics))
         .with_state(app.clone());
 
-    // The address on stdout, so scripts can read the port chosen for 0.
-    println!("http://{addr}");
+    // The address on stdout, so scripts can read the port chosen for 0,
+    // and in the store, so `regsaga inspect` can ask this process.
+    let url = format!("http://{addr}");
+    println!("{url}");
+    let url_file = args.store.store_path(&config).join(inspect::SERVE_URL_FILE);
+    std::fs::write(&url_file, &url)
+        .with_context(|| format!("could not write {}", url_file.display()))?;
     info!(addr = %addr, "serving registrations");
     let stopping = engine.clone();
     axum::serve(listener, router)
@@ -110,6 +117,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<u8> {
         );
     }
     drop(tasks);
+    let _ = std::fs::remove_file(&url_file);
     running.shutdown().await;
     // A stop asked for by a signal is how a service ends: not an error.
     Ok(exit::OK)
@@ -172,15 +180,9 @@ async fn register(State(app): State<App>, body: Bytes) -> Response {
     }
 }
 
-fn load(app: &App, id: &str) -> Result<regsaga::Saga, Problem> {
-    let id: SagaId = id
-        .parse()
-        .map_err(|_| problem(StatusCode::NOT_FOUND, "not a saga id"))?;
-    match app.engine.store().load(id) {
-        Ok(Some(saga)) => Ok(saga),
-        Ok(None) => Err(problem(StatusCode::NOT_FOUND, format!("no saga {id}"))),
-        Err(error) => Err(problem(StatusCode::INTERNAL_SERVER_ERROR, error)),
-    }
+/// A saga by id or e-mail.
+fn load(app: &App, key: &str) -> Result<regsaga::Saga, Problem> {
+    inspect::find(app.engine.store(), key).map_err(|e| problem(StatusCode::NOT_FOUND, e))
 }
 
 async fn result(State(app): State<App>, Path(id): Path<String>) -> Result<Response, Problem> {
@@ -194,14 +196,7 @@ async fn show(State(app): State<App>, Path(id): Path<String>) -> Result<Response
 }
 
 fn all(app: &App) -> Result<Vec<regsaga::Saga>, Problem> {
-    let store = app.engine.store();
-    let ids = store
-        .ids()
-        .map_err(|e| problem(StatusCode::INTERNAL_SERVER_ERROR, e))?;
-    Ok(ids
-        .into_iter()
-        .filter_map(|id| store.load(id).ok().flatten())
-        .collect())
+    inspect::sagas(app.engine.store()).map_err(|e| problem(StatusCode::INTERNAL_SERVER_ERROR, e))
 }
 
 async fn list(State(app): State<App>) -> Result<Response, Problem> {
@@ -210,12 +205,21 @@ async fn list(State(app): State<App>) -> Result<Response, Problem> {
 }
 
 fn stats_of(app: &App) -> Result<Stats, Problem> {
-    let mut stats = Stats::default();
-    for saga in all(app)? {
-        stats.add(&saga);
-    }
-    stats.finish();
-    Ok(stats)
+    Ok(inspect::stats_of(&all(app)?))
+}
+
+async fn dump(State(app): State<App>) -> Result<Response, Problem> {
+    let sagas = all(&app)?;
+    Ok(Json(sagas.iter().map(SagaDump::from).collect::<Vec<_>>()).into_response())
+}
+
+async fn audit(State(app): State<App>) -> Result<Response, Problem> {
+    let sagas = all(&app)?;
+    let rows: Vec<_> = sagas
+        .iter()
+        .flat_map(regsaga::view::payment_audit)
+        .collect();
+    Ok(Json(rows).into_response())
 }
 
 async fn stats(State(app): State<App>) -> Result<Response, Problem> {
