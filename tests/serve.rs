@@ -240,5 +240,8 @@ fn inspect_reads_a_store_left_by_a_killed_run_in_every_form() {
         .output()
         .unwrap();
     let text = String::from_utf8(shown.stdout).unwrap();
-    assert!(text.contains("(in-flight, "), "{text}");
+    assert!(
+        text.contains(": an attempt is in flight (attempts so far: "),
+        "{text}"
+    );
 }

@@ -448,11 +448,15 @@ fn render(d: &SagaDetail) -> String {
     let _ = writeln!(s, "created      {}", d.created_at);
     let _ = writeln!(s, "updated      {}", d.updated_at);
     if let Some(w) = &d.waiting {
-        let due = w.due.as_deref().unwrap_or("now");
+        let what = match (w.reason.as_str(), w.due.as_deref()) {
+            ("due", Some(due)) => format!("next attempt at {due}"),
+            ("in-flight", _) => "an attempt is in flight".to_owned(),
+            _ => "ready to run".to_owned(),
+        };
         let _ = writeln!(
             s,
-            "waiting      {} ({}, due {due}, attempts so far: {})",
-            w.step, w.reason, w.attempts_made
+            "waiting      {}: {what} (attempts so far: {})",
+            w.step, w.attempts_made
         );
     }
     let r = &d.result;
