@@ -214,7 +214,8 @@ impl<S: Store, X: Services> Engine<S, X> {
     async fn take_over(&self, previous: SagaId, saga: Saga) -> Result<Submitted, Error> {
         match self.inner.store.take_over(previous, &saga).await? {
             Created::New => {
-                debug!(saga.id = %saga.id, previous = %previous, "failed saga taken over");
+                debug!(saga.id = %saga.id, correlation_id = %saga.correlation_id,
+                       previous = %previous, "failed saga taken over");
                 Ok(Submitted {
                     id: saga.id,
                     existing: false,
@@ -391,8 +392,8 @@ impl<S: Store, X: Services> Engine<S, X> {
         let cap = policy.max_interval.max(asked);
         let wait = (due - self.now()).to_std().unwrap_or_default().min(cap);
 
-        debug!(saga.id = %saga.id, step = step.name(), wait_ms = wait.as_millis() as u64,
-               "waiting before retry");
+        debug!(saga.id = %saga.id, correlation_id = %saga.correlation_id, step = step.name(),
+               wait_ms = wait.as_millis() as u64, "waiting before retry");
         let mut stopping = self.inner.stopping.subscribe();
         let waiting = &self.inner.waiting;
         waiting.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -51,6 +51,9 @@ pub struct Waiting {
     pub reason: String,
     pub due: Option<String>,
     pub attempts_made: u32,
+    /// Attempts the step may still make under the given retry policy
+    /// (not counting those that may follow one in doubt).
+    pub attempts_left: Option<u32>,
 }
 
 /// One step and its attempts.
@@ -109,6 +112,21 @@ impl From<&Saga> for SagaRow {
     }
 }
 
+impl SagaDetail {
+    /// The detail, with the attempts each waiting step has left under
+    /// `policies`.
+    pub fn with_policies(saga: &Saga, policies: &crate::retry::Policies) -> Self {
+        let mut detail = SagaDetail::from(saga);
+        if let Some(waiting) = detail.waiting.as_mut() {
+            if let Some(step) = saga.state.step() {
+                let max = policies.for_step(step).max_attempts;
+                waiting.attempts_left = Some(max.saturating_sub(waiting.attempts_made));
+            }
+        }
+        detail
+    }
+}
+
 impl From<&Saga> for SagaDetail {
     fn from(saga: &Saga) -> Self {
         SagaDetail {
@@ -140,6 +158,7 @@ fn waiting(saga: &Saga) -> Option<Waiting> {
         reason: reason.to_owned(),
         due,
         attempts_made: saga.attempts(step),
+        attempts_left: None,
     })
 }
 

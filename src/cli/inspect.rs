@@ -145,7 +145,8 @@ fn check_status(status: Option<&String>) -> anyhow::Result<()> {
 
 /// Where the views come from.
 enum Source {
-    Local(SledStore),
+    /// The store itself, read with the configured retry policies.
+    Local(Box<(SledStore, regsaga::retry::Policies)>),
     /// A `regsaga serve` holding the store, at this base URL.
     Remote(String),
 }
@@ -155,7 +156,7 @@ fn open(args: &StoreArgs) -> anyhow::Result<Source> {
     let path = args.store_path(&config);
     // Inspection only reads; nothing is committed, so no fsync is needed.
     match SledStore::open_existing(&path, Durability::Process) {
-        Ok(store) => Ok(Source::Local(store)),
+        Ok(store) => Ok(Source::Local(Box::new((store, config.retry)))),
         Err(regsaga::store::Error::Locked { .. }) => match serving(&path) {
             Some(url) => Ok(Source::Remote(url)),
             None => anyhow::bail!(
@@ -179,35 +180,38 @@ fn serving(store: &Path) -> Option<String> {
 impl Source {
     async fn rows(&self) -> anyhow::Result<Vec<SagaRow>> {
         match self {
-            Source::Local(store) => Ok(sagas(store)?.iter().map(SagaRow::from).collect()),
+            Source::Local(local) => Ok(sagas(&local.0)?.iter().map(SagaRow::from).collect()),
             Source::Remote(url) => fetch(&format!("{url}/sagas")).await,
         }
     }
 
     async fn detail(&self, key: &str) -> anyhow::Result<SagaDetail> {
         match self {
-            Source::Local(store) => Ok(SagaDetail::from(&find(store, key)?)),
+            Source::Local(local) => {
+                let (store, policies) = &**local;
+                Ok(SagaDetail::with_policies(&find(store, key)?, policies))
+            }
             Source::Remote(url) => fetch(&format!("{url}/sagas/{key}")).await,
         }
     }
 
     async fn dump(&self) -> anyhow::Result<Vec<SagaDump>> {
         match self {
-            Source::Local(store) => Ok(sagas(store)?.iter().map(SagaDump::from).collect()),
+            Source::Local(local) => Ok(sagas(&local.0)?.iter().map(SagaDump::from).collect()),
             Source::Remote(url) => fetch(&format!("{url}/dump")).await,
         }
     }
 
     async fn stats(&self) -> anyhow::Result<Stats> {
         match self {
-            Source::Local(store) => Ok(stats_of(&sagas(store)?)),
+            Source::Local(local) => Ok(stats_of(&sagas(&local.0)?)),
             Source::Remote(url) => fetch(&format!("{url}/stats")).await,
         }
     }
 
     async fn audit(&self) -> anyhow::Result<Vec<PaymentAudit>> {
         match self {
-            Source::Local(store) => Ok(sagas(store)?
+            Source::Local(local) => Ok(sagas(&local.0)?
                 .iter()
                 .flat_map(regsaga::view::payment_audit)
                 .collect()),
@@ -453,9 +457,13 @@ fn render(d: &SagaDetail) -> String {
             ("in-flight", _) => "an attempt is in flight".to_owned(),
             _ => "ready to run".to_owned(),
         };
+        let left = w
+            .attempts_left
+            .map(|n| format!(", {n} left"))
+            .unwrap_or_default();
         let _ = writeln!(
             s,
-            "waiting      {}: {what} (attempts so far: {})",
+            "waiting      {}: {what} (attempts so far: {}{left})",
             w.step, w.attempts_made
         );
     }
@@ -488,6 +496,9 @@ fn render(d: &SagaDetail) -> String {
             let _ = write!(s, "  #{} {} {} {took}", a.number, a.started_at, a.outcome);
             if let Some(message) = &a.message {
                 let _ = write!(s, ": {message}");
+            }
+            if let Some(ms) = a.retry_after_ms {
+                let _ = write!(s, "; the service asked to wait {ms} ms");
             }
             if let Some(due) = &a.next_due {
                 let _ = write!(s, "; next attempt at {due}");

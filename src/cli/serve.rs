@@ -55,6 +55,7 @@ type Engined = Engine<SledStore, HttpServices>;
 #[derive(Clone)]
 struct App {
     engine: Engined,
+    policies: Arc<regsaga::retry::Policies>,
     tasks: Arc<tokio::sync::Mutex<tokio::task::JoinSet<()>>>,
 }
 
@@ -70,6 +71,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<u8> {
     let addr = listener.local_addr()?;
     let app = App {
         engine: engine.clone(),
+        policies: Arc::new(config.retry.clone()),
         tasks: Arc::default(),
     };
     for id in engine.store().unfinished()? {
@@ -192,7 +194,7 @@ async fn result(State(app): State<App>, Path(id): Path<String>) -> Result<Respon
 
 async fn show(State(app): State<App>, Path(id): Path<String>) -> Result<Response, Problem> {
     let saga = load(&app, &id)?;
-    Ok(Json(SagaDetail::from(&saga)).into_response())
+    Ok(Json(SagaDetail::with_policies(&saga, &app.policies)).into_response())
 }
 
 fn all(app: &App) -> Result<Vec<regsaga::Saga>, Problem> {
