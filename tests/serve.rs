@@ -112,6 +112,17 @@ async fn serve_takes_a_thousand_registrations_and_answers_each() {
         .await
         .unwrap();
     assert_eq!(invalid.status(), 422);
+    let array = client
+        .post(format!("{base}/registrations"))
+        .body(r#"["arr@b.example","Arr"]"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(array.status(), 422, "only objects are registrations");
+    let nowhere = client.get(format!("{base}/nope")).send().await.unwrap();
+    assert_eq!(nowhere.status(), 404);
+    let body: Value = nowhere.json().await.unwrap();
+    assert!(body["error"].is_string(), "errors are JSON everywhere");
 
     let metrics = client
         .get(format!("{base}/metrics"))

@@ -47,7 +47,9 @@ impl Progress {
                 match &shown {
                     Some(bar) => {
                         bar.set_position(counts.done.load(Ordering::Relaxed) as u64);
-                        bar.set_message(line);
+                        // The bar shows the count; the message the rest.
+                        let rest = line.split_once(" done, ").map_or(line.as_str(), |(_, r)| r);
+                        bar.set_message(rest.to_owned());
                     }
                     None => eprintln!("regsaga: {line}"),
                 }

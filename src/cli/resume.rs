@@ -69,7 +69,7 @@ pub async fn resume(args: ResumeArgs) -> anyhow::Result<u8> {
 
 /// Sagas not finished. The store's list of unfinished sagas may still
 /// name one whose last write landed just before a crash: it is finished.
-fn still_unfinished(store: &SledStore) -> anyhow::Result<usize> {
+pub(super) fn still_unfinished(store: &SledStore) -> anyhow::Result<usize> {
     let mut count = 0;
     for id in store.unfinished()? {
         // A saga that cannot be read counts as unfinished: it needs an

@@ -188,10 +188,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
         if stopped.load(Ordering::SeqCst) {
             break;
         }
-        last_read = record;
         let (registration, raw, position) = match item {
             Ok(accepted) => accepted,
             Err(rejected) => {
+                last_read = record;
                 rejects.record(
                     &mut tally,
                     &rejected.position,
@@ -211,6 +211,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
         if stopped.load(Ordering::SeqCst) {
             break;
         }
+        last_read = record;
         let engine = engine.clone();
         tasks.spawn(async move {
             let outcome = register(&engine, registration).await;

@@ -34,6 +34,9 @@ use tracing::{info, warn};
 
 use super::{exit, inspect, start, ServiceArgs, Signals, StoreArgs};
 
+/// The largest registration body accepted, as for input records.
+const MAX_BODY_BYTES: usize = 64 * 1024;
+
 /// How long attempts in flight may take to finish after a stop.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
@@ -74,7 +77,17 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<u8> {
         policies: Arc::new(config.retry.clone()),
         tasks: Arc::default(),
     };
-    for id in engine.store().unfinished()? {
+    let unfinished = engine.store().unfinished()?;
+    if !unfinished.is_empty() {
+        info!(sagas = unfinished.len(), "resuming unfinished sagas");
+        if running.sandbox.is_some() {
+            warn!(
+                "resuming against a new embedded sandbox, which knows nothing of their \
+                 earlier calls; use --services with a lasting `regsaga sandbox` or real services"
+            );
+        }
+    }
+    for id in unfinished {
         app.drive(id).await;
     }
 
@@ -87,6 +100,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<u8> {
         .route("/dump", get(dump))
         .route("/audit", get(audit))
         .route("/metrics", get(metrics))
+        .fallback(|| async { problem(StatusCode::NOT_FOUND, "no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            problem(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here")
+        })
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(app.clone());
 
     // The address on stdout, so scripts can read the port chosen for 0,
@@ -120,8 +138,16 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<u8> {
     }
     drop(tasks);
     let _ = std::fs::remove_file(&url_file);
+    let left = super::resume::still_unfinished(engine.store())?;
     running.shutdown().await;
-    // A stop asked for by a signal is how a service ends: not an error.
+    if left > 0 {
+        eprintln!(
+            "regsaga: stopped; {left} sagas left unfinished: the next `regsaga serve` \
+             (or `regsaga resume`) on this store finishes them"
+        );
+        return Ok(exit::INTERRUPTED);
+    }
+    eprintln!("regsaga: stopped; every saga is finished");
     Ok(exit::OK)
 }
 
@@ -154,7 +180,21 @@ fn problem(status: StatusCode, message: impl std::fmt::Display) -> Problem {
     Problem(status, message.to_string())
 }
 
-async fn register(State(app): State<App>, body: Bytes) -> Response {
+async fn register(
+    State(app): State<App>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => {
+            let message = format!("the body could not be read ({rejection}); at most 64 KiB");
+            return problem(rejection.status(), message).into_response();
+        }
+    };
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        let message = "a registration must be a JSON object";
+        return problem(StatusCode::UNPROCESSABLE_ENTITY, message).into_response();
+    }
     let input: RegistrationInput = match serde_json::from_slice(&body) {
         Ok(input) => input,
         Err(e) if e.is_data() => {
@@ -260,7 +300,7 @@ async fn metrics(State(app): State<App>) -> Result<Response, Problem> {
         ));
     }
     text.push_str("# HELP regsaga_attempt_latency_ms Attempt latency quantiles by service.\n");
-    text.push_str("# TYPE regsaga_attempt_latency_ms summary\n");
+    text.push_str("# TYPE regsaga_attempt_latency_ms gauge\n");
     for (service, s) in &stats.services {
         for (q, v) in [
             ("0.5", s.latency_p50_ms),
