@@ -9,35 +9,21 @@
 //! only when a new format version gets its own fixture, never to paper
 //! over a change to version 1.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::copy_dir;
+use std::path::Path;
 use std::process::{Command, Output};
 
 use regsaga::sandbox::{Options as SandboxOptions, Sandbox};
 use regsaga::store::{codec, Durability};
 use regsaga::{Endpoints, Engine, HttpServices, Options, SledStore, Store};
 
-fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store-v1")
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.path().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_saga_of_the_version_1_fixture_decodes_and_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store");
-    copy_dir(&fixture(), &path);
+    copy_dir(&common::fixture_store(), &path);
 
     let store = SledStore::open(&path, Durability::Process).unwrap();
     let sagas: Vec<_> = store
@@ -77,7 +63,7 @@ async fn every_saga_of_the_version_1_fixture_decodes_and_resumes() {
 async fn a_record_of_a_newer_version_is_left_alone_while_the_others_go_on() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store");
-    copy_dir(&fixture(), &path);
+    copy_dir(&common::fixture_store(), &path);
 
     // Mark the in-flight saga as written by a newer regsaga.
     let (newer, bytes) = {
@@ -227,15 +213,15 @@ async fn regenerate_the_fixture() {
     run(d, flying, &s.url(), target, &[], crash);
     s.shutdown().await;
 
-    let _ = std::fs::remove_dir_all(fixture());
-    copy_dir(&d.join(target), &fixture());
+    let _ = std::fs::remove_dir_all(common::fixture_store());
+    copy_dir(&d.join(target), &common::fixture_store());
 }
 
 #[test]
 fn the_payment_audit_lists_every_payment_operation() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store");
-    copy_dir(&fixture(), &path);
+    copy_dir(&common::fixture_store(), &path);
 
     let output = Command::new(env!("CARGO_BIN_EXE_regsaga"))
         .args(["inspect", "audit", "--json", "--store"])
@@ -282,7 +268,7 @@ fn the_payment_audit_lists_every_payment_operation() {
 fn dump_and_stats_read_the_whole_store_without_changing_it() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store");
-    copy_dir(&fixture(), &path);
+    copy_dir(&common::fixture_store(), &path);
     let inspect = |args: &[&str]| {
         let output = Command::new(env!("CARGO_BIN_EXE_regsaga"))
             .arg("inspect")

@@ -4,6 +4,9 @@
 //! output, `REGSAGA_UPDATE_SNAPSHOTS=1 cargo test --test snapshots`
 //! rewrites them; review the diff before committing it.
 
+mod common;
+
+use common::copy_dir;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -11,23 +14,10 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.path().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
 fn check(name: &str, args: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
-    copy_dir(&root().join("tests/fixtures/store-v1"), &store);
+    copy_dir(&common::fixture_store(), &store);
     let output = Command::new(env!("CARGO_BIN_EXE_regsaga"))
         .arg("inspect")
         .args(args)

@@ -430,3 +430,23 @@ fn check_keys_used_once(ledger: &LedgerSnapshot) {
         }
     }
 }
+
+/// The committed version-1 fixture store.
+pub fn fixture_store() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store-v1")
+}
+
+/// Copies a store (or any folder) recursively, so a test can open a
+/// committed fixture without touching it.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
