@@ -295,31 +295,20 @@ async fn list(args: ListArgs) -> anyhow::Result<u8> {
         .take(args.limit.unwrap_or(usize::MAX))
         .collect();
 
-    let mut out = std::io::stdout().lock();
-    if args.json {
-        for row in &rows {
-            serde_json::to_writer(&mut out, row)?;
-            writeln!(out)?;
-        }
-        return Ok(exit::OK);
-    }
-    let mut table = Table::new();
-    table.load_preset(presets::NOTHING).set_header([
+    let header = [
         "SAGA", "E-MAIL", "STATUS", "STEP", "ATTEMPTS", "NEXT DUE", "UPDATED",
-    ]);
-    for row in rows {
-        table.add_row([
-            row.saga_id,
-            row.email,
-            row.status,
-            row.step.unwrap_or_else(|| "-".into()),
+    ];
+    print_rows(&rows, args.json, &header, |row| {
+        vec![
+            row.saga_id.clone(),
+            row.email.clone(),
+            row.status.clone(),
+            row.step.clone().unwrap_or_else(|| "-".into()),
             row.attempts.to_string(),
-            row.next_attempt_due.unwrap_or_else(|| "-".into()),
-            row.updated_at,
-        ]);
-    }
-    writeln!(out, "{table}")?;
-    Ok(exit::OK)
+            row.next_attempt_due.clone().unwrap_or_else(|| "-".into()),
+            row.updated_at.clone(),
+        ]
+    })
 }
 
 async fn show(args: ShowArgs) -> anyhow::Result<u8> {
@@ -396,29 +385,46 @@ async fn stats(args: JsonArgs) -> anyhow::Result<u8> {
 
 async fn audit(args: JsonArgs) -> anyhow::Result<u8> {
     let rows = open(&args.store)?.audit().await?;
+    let header = [
+        "AT", "SAGA", "WHO", "AMOUNT", "KEY", "ATTEMPT", "OUTCOME", "PAYMENT",
+    ];
+    print_rows(&rows, args.json, &header, |row| {
+        vec![
+            row.at.clone(),
+            row.saga_id.clone(),
+            row.who.clone(),
+            row.amount.clone(),
+            row.idempotency_key.clone(),
+            row.attempt.to_string(),
+            row.outcome.clone(),
+            row.payment_id
+                .clone()
+                .or(row.error.clone())
+                .unwrap_or_default(),
+        ]
+    })
+}
+
+/// Prints rows as JSON lines, or as a table with `header` and the cells
+/// that `cells` makes of each row.
+fn print_rows<T: serde::Serialize>(
+    rows: &[T],
+    json: bool,
+    header: &[&str],
+    cells: impl Fn(&T) -> Vec<String>,
+) -> anyhow::Result<u8> {
     let mut out = std::io::stdout().lock();
-    if args.json {
-        for row in &rows {
+    if json {
+        for row in rows {
             serde_json::to_writer(&mut out, row)?;
             writeln!(out)?;
         }
         return Ok(exit::OK);
     }
     let mut table = Table::new();
-    table.load_preset(presets::NOTHING).set_header([
-        "AT", "SAGA", "WHO", "AMOUNT", "KEY", "ATTEMPT", "OUTCOME", "PAYMENT",
-    ]);
+    table.load_preset(presets::NOTHING).set_header(header);
     for row in rows {
-        table.add_row([
-            row.at,
-            row.saga_id,
-            row.who,
-            row.amount,
-            row.idempotency_key,
-            row.attempt.to_string(),
-            row.outcome,
-            row.payment_id.or(row.error).unwrap_or_default(),
-        ]);
+        table.add_row(cells(row));
     }
     writeln!(out, "{table}")?;
     Ok(exit::OK)

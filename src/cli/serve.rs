@@ -268,61 +268,97 @@ async fn stats(State(app): State<App>) -> Result<Response, Problem> {
     Ok(Json(stats_of(&app)?).into_response())
 }
 
+/// Appends one metric family: its HELP and TYPE lines, then its samples.
+fn family(
+    text: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = String>,
+) {
+    text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+    for sample in samples {
+        text.push_str(&sample);
+        text.push('\n');
+    }
+}
+
 /// Prometheus text exposition, computed from the store at each scrape.
 async fn metrics(State(app): State<App>) -> Result<Response, Problem> {
     let stats = stats_of(&app)?;
     let mut text = String::new();
-    text.push_str(
-        "# HELP regsaga_sagas Sagas in the store by status.\n# TYPE regsaga_sagas gauge\n",
+    let sagas = stats
+        .by_status
+        .iter()
+        .map(|(status, n)| format!("regsaga_sagas{{status=\"{status}\"}} {n}"));
+    family(
+        &mut text,
+        "regsaga_sagas",
+        "gauge",
+        "Sagas in the store by status.",
+        sagas,
     );
-    for (status, n) in &stats.by_status {
-        text.push_str(&format!("regsaga_sagas{{status=\"{status}\"}} {n}\n"));
-    }
-    text.push_str("# HELP regsaga_attempts_total Step attempts by service and outcome.\n");
-    text.push_str("# TYPE regsaga_attempts_total counter\n");
+
+    let mut attempts = Vec::new();
+    let mut retries = Vec::new();
+    let mut latency = Vec::new();
     for (service, s) in &stats.services {
-        text.push_str(&format!(
-            "regsaga_attempts_total{{service=\"{service}\",outcome=\"succeeded\"}} {}\n",
-            s.successes
-        ));
-        for (kind, n) in &s.failures {
-            text.push_str(&format!(
-                "regsaga_attempts_total{{service=\"{service}\",outcome=\"{kind}\"}} {n}\n"
+        let outcomes = std::iter::once(("succeeded", &s.successes))
+            .chain(s.failures.iter().map(|(k, n)| (k.as_str(), n)));
+        for (outcome, n) in outcomes {
+            attempts.push(format!(
+                "regsaga_attempts_total{{service=\"{service}\",outcome=\"{outcome}\"}} {n}"
             ));
         }
-    }
-    text.push_str("# HELP regsaga_retries_total Attempts after a step's first, by service.\n");
-    text.push_str("# TYPE regsaga_retries_total counter\n");
-    for (service, s) in &stats.services {
-        text.push_str(&format!(
-            "regsaga_retries_total{{service=\"{service}\"}} {}\n",
+        retries.push(format!(
+            "regsaga_retries_total{{service=\"{service}\"}} {}",
             s.retries
         ));
-    }
-    text.push_str("# HELP regsaga_attempt_latency_ms Attempt latency quantiles by service.\n");
-    text.push_str("# TYPE regsaga_attempt_latency_ms gauge\n");
-    for (service, s) in &stats.services {
-        for (q, v) in [
+        let quantiles = [
             ("0.5", s.latency_p50_ms),
             ("0.95", s.latency_p95_ms),
             ("0.99", s.latency_p99_ms),
-        ] {
+        ];
+        for (q, v) in quantiles {
             if let Some(v) = v {
-                text.push_str(&format!(
-                    "regsaga_attempt_latency_ms{{service=\"{service}\",quantile=\"{q}\"}} {v}\n"
+                latency.push(format!(
+                    "regsaga_attempt_latency_ms{{service=\"{service}\",quantile=\"{q}\"}} {v}"
                 ));
             }
         }
     }
-    text.push_str("# HELP regsaga_waiting_sagas Sagas waiting for a retry.\n");
-    text.push_str("# TYPE regsaga_waiting_sagas gauge\n");
-    text.push_str(&format!("regsaga_waiting_sagas {}\n", app.engine.waiting()));
-    let commits = app.engine.store().stats();
-    text.push_str("# HELP regsaga_store_flushes_total Store flushes.\n# TYPE regsaga_store_flushes_total counter\n");
-    text.push_str(&format!(
-        "regsaga_store_flushes_total {}\n",
-        commits.flushes
-    ));
+    let help = "Step attempts by service and outcome.";
+    family(
+        &mut text,
+        "regsaga_attempts_total",
+        "counter",
+        help,
+        attempts,
+    );
+    let help = "Attempts after a step's first, by service.";
+    family(&mut text, "regsaga_retries_total", "counter", help, retries);
+    let help = "Attempt latency quantiles by service.";
+    family(
+        &mut text,
+        "regsaga_attempt_latency_ms",
+        "gauge",
+        help,
+        latency,
+    );
+
+    let waiting = format!("regsaga_waiting_sagas {}", app.engine.waiting());
+    let help = "Sagas waiting for a retry.";
+    family(&mut text, "regsaga_waiting_sagas", "gauge", help, [waiting]);
+    let flushes = app.engine.store().stats().flushes;
+    let flushes = format!("regsaga_store_flushes_total {flushes}");
+    family(
+        &mut text,
+        "regsaga_store_flushes_total",
+        "counter",
+        "Store flushes.",
+        [flushes],
+    );
+
     let content_type = [(
         axum::http::header::CONTENT_TYPE,
         "text/plain; version=0.0.4",
