@@ -75,14 +75,7 @@ async fn serve_takes_a_thousand_registrations_and_answers_each() {
     for id in &ids {
         let mut status = String::new();
         for _ in 0..600 {
-            let result: Value = client
-                .get(format!("{base}/registrations/{id}"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let result = get_json(&client, &format!("{base}/registrations/{id}")).await;
             status = result["status"].as_str().unwrap().to_owned();
             if status == "Completed" {
                 assert_eq!(result["profileCreated"], true);
@@ -94,30 +87,16 @@ async fn serve_takes_a_thousand_registrations_and_answers_each() {
     }
 
     // The same registration again: the same saga, nothing new called.
-    let again: Value = client
-        .post(format!("{base}/registrations"))
-        .body(records[0].clone())
-        .send()
+    let again: Value = post(&client, &base, &records[0])
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
     assert_eq!(again["existing"], true);
     assert!(ids.contains(&again["sagaId"].as_str().unwrap().to_owned()));
-    let invalid = client
-        .post(format!("{base}/registrations"))
-        .body(r#"{"email":"nope","fullName":"X"}"#)
-        .send()
-        .await
-        .unwrap();
+    let invalid = post(&client, &base, r#"{"email":"nope","fullName":"X"}"#).await;
     assert_eq!(invalid.status(), 422);
-    let array = client
-        .post(format!("{base}/registrations"))
-        .body(r#"["arr@b.example","Arr"]"#)
-        .send()
-        .await
-        .unwrap();
+    let array = post(&client, &base, r#"["arr@b.example","Arr"]"#).await;
     assert_eq!(array.status(), 422, "only objects are registrations");
     let nowhere = client.get(format!("{base}/nope")).send().await.unwrap();
     assert_eq!(nowhere.status(), 404);
@@ -139,14 +118,7 @@ async fn serve_takes_a_thousand_registrations_and_answers_each() {
     assert!(
         metrics.contains("regsaga_attempts_total{service=\"profile\",outcome=\"succeeded\"} 2000")
     );
-    let stats: Value = client
-        .get(format!("{base}/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = get_json(&client, &format!("{base}/stats")).await;
     assert_eq!(stats["sagas"], 1000);
     assert_eq!(sandbox.state().profiles.len(), 1000);
 
@@ -255,4 +227,17 @@ fn inspect_reads_a_store_left_by_a_killed_run_in_every_form() {
         text.contains(": an attempt is in flight (attempts so far: "),
         "{text}"
     );
+}
+
+async fn get_json(client: &reqwest::Client, url: &str) -> Value {
+    client.get(url).send().await.unwrap().json().await.unwrap()
+}
+
+async fn post(client: &reqwest::Client, base: &str, body: &str) -> reqwest::Response {
+    client
+        .post(format!("{base}/registrations"))
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap()
 }
